@@ -1,0 +1,1 @@
+"""Data: raw-format readers, embedded sets, labeled-subset selection, pixel scaling, shard streaming."""

@@ -1,0 +1,213 @@
+"""Layers of the paper: minibatch discrimination, virtual batch norm, weight-normalised dense and
+convolution layers with data-dependent initialisation, Gaussian noise.
+
+Shapes: dense inputs are ``[N, F]``; image inputs ``[N, C, H, W]``.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class GaussianNoise(nn.Module):
+    """Adds ``std * N(0, 1)`` noise in training mode; the identity in eval mode."""
+
+    def __init__(self, std: float):
+        super().__init__()
+        self.std = float(std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.std == 0.0:
+            return x
+        return x + self.std * torch.randn_like(x)
+
+    def extra_repr(self) -> str:
+        return f"std={self.std}"
+
+
+class MinibatchDiscrimination(nn.Module):
+    """Minibatch discrimination (Salimans et al. 2016, sec. 3.2).
+
+    ``M = x @ T`` viewed as ``[N, B, C]``; ``c_b(i, j) = exp(-||M_ib - M_jb||_1)``;
+    ``o(x_i)_b = sum_{j != i} c_b(i, j) + bias_b``. Output ``[x, o(x)]`` of width
+    ``in_features + num_kernels``. ``group_sizes`` splits the batch into independent minibatches
+    (real and generated samples are compared only within their own group).
+    Initialisation as in the authors' code: ``T ~ N(0, 0.05^2)``, ``bias = -1``.
+    """
+
+    def __init__(self, in_features: int, num_kernels: int, kernel_dim: int, bias: bool = True):
+        super().__init__()
+        self.in_features, self.num_kernels, self.kernel_dim = in_features, num_kernels, kernel_dim
+        self.T = nn.Parameter(torch.randn(in_features, num_kernels * kernel_dim) * 0.05)
+        self.bias = nn.Parameter(torch.full((num_kernels,), -1.0)) if bias else None
+
+    def _closeness(self, m: torch.Tensor) -> torch.Tensor:
+        # m: [n, B, C] -> o: [n, B]; the diagonal is exp(0) = 1 exactly, so subtracting it
+        # excludes self-distance without a mask.
+        dist = (m.unsqueeze(0) - m.unsqueeze(1)).abs().sum(-1)  # [n, n, B]
+        return torch.exp(-dist).sum(1) - 1.0
+
+    def forward(self, x: torch.Tensor, group_sizes: list[int] | None = None) -> torch.Tensor:
+        m = (x @ self.T).view(-1, self.num_kernels, self.kernel_dim)
+        chunks = m.split(group_sizes) if group_sizes else (m,)
+        o = torch.cat([self._closeness(c) for c in chunks], 0)
+        if self.bias is not None:
+            o = o + self.bias
+        return torch.cat([x, o.to(x.dtype)], 1)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, num_kernels={self.num_kernels}, kernel_dim={self.kernel_dim}"
+
+
+class VirtualBatchNorm(nn.Module):
+    """Virtual batch norm for ``[N, F]`` or ``[N, C, H, W]`` inputs.
+
+    The first ``reference_size`` rows are the reference batch, normalised with its own statistics.
+    Every other row is normalised with per-channel mean and mean-of-squares mixing the reference
+    statistics with its own at weight ``1/(reference_size+1)``; no example depends on another
+    non-reference example. Then the affine ``gamma, beta``. Returns a tensor of the input's shape.
+    """
+
+    def __init__(self, num_features: int, reference_size: int, eps: float = 1e-5, affine: bool = True):
+        super().__init__()
+        self.num_features, self.reference_size, self.eps = num_features, reference_size, eps
+        self.weight = nn.Parameter(torch.ones(num_features)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] < self.reference_size:
+            raise ValueError(f"VirtualBatchNorm needs the {self.reference_size} reference rows first; "
+                             f"got a batch of {x.shape[0]}")
+        reduce = [0] + list(range(2, x.dim()))
+        stat_shape = [1, -1] + [1] * (x.dim() - 2)
+        xf = x.float()
+        ref, rest = xf[: self.reference_size], xf[self.reference_size:]
+        ref_mean = ref.mean(reduce, keepdim=True)
+        ref_sq = (ref * ref).mean(reduce, keepdim=True)
+        own_axes = list(range(2, x.dim()))
+        own_mean = rest.mean(own_axes, keepdim=True) if own_axes else rest
+        own_sq = (rest * rest).mean(own_axes, keepdim=True) if own_axes else rest * rest
+        new_coeff = 1.0 / (self.reference_size + 1.0)
+        mean = new_coeff * own_mean + (1.0 - new_coeff) * ref_mean
+        sq = new_coeff * own_sq + (1.0 - new_coeff) * ref_sq
+        ref_out = (ref - ref_mean) / torch.sqrt(self.eps + ref_sq - ref_mean ** 2)
+        rest_out = (rest - mean) / torch.sqrt(self.eps + sq - mean ** 2)
+        out = torch.cat([ref_out, rest_out], 0)
+        if self.weight is not None:
+            out = out * self.weight.view(stat_shape) + self.bias.view(stat_shape)
+        return out.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, reference_size={self.reference_size}, eps={self.eps}"
+
+
+class _WeightNormed(nn.Module):
+    """Shared weight-norm machinery: ``W = g * V / ||V||`` (norm over all axes but the output one).
+
+    In data-dependent init mode (see :func:`data_dependent_init`) the forward pass sets ``g`` and
+    ``bias`` so that this layer's pre-activations on the given batch have per-unit mean 0 and std
+    ``init_scale``, and returns those normalised pre-activations.
+    """
+
+    _init_mode: bool = False
+
+    def _setup(self, v_shape: tuple[int, ...], out_features: int, train_scale: bool, init_scale: float):
+        self.v = nn.Parameter(torch.randn(v_shape) * 0.05)
+        self.g = nn.Parameter(torch.ones(out_features), requires_grad=train_scale)
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.init_scale = init_scale
+
+    def weight(self) -> torch.Tensor:
+        """The effective weight ``g * V / ||V||``, shaped like ``V``."""
+        dims = list(range(1, self.v.dim()))
+        norm = self.v.norm(dim=dims, keepdim=True)
+        return self.v * (self.g.view([-1] + [1] * len(dims)) / norm)
+
+    def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._init_mode:
+            return self._init_forward(x)
+        return self._linear(x, self.weight(), self.bias)
+
+    @torch.no_grad()
+    def _init_forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.g.fill_(1.0)
+        t = self._linear(x, self.weight(), None)
+        reduce = [0] + list(range(2, t.dim()))
+        mean, std = t.mean(reduce), t.std(reduce)
+        scale = self.init_scale / (std + 1e-8)
+        self.g.copy_(scale)
+        self.bias.copy_(-mean * scale)
+        shape = [1, -1] + [1] * (t.dim() - 2)
+        return (t - mean.view(shape)) * scale.view(shape)
+
+
+class WNLinear(_WeightNormed):
+    """Weight-normalised dense layer ``[N, in] -> [N, out]``."""
+
+    def __init__(self, in_features: int, out_features: int, train_scale: bool = False, init_scale: float = 1.0):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self._setup((out_features, in_features), out_features, train_scale, init_scale)
+
+    def _linear(self, x, weight, bias):
+        return F.linear(x, weight, bias)
+
+
+class WNConv2d(_WeightNormed):
+    """Weight-normalised convolution ``[N, Cin, H, W] -> [N, Cout, H', W']``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0, train_scale: bool = False, init_scale: float = 1.0):
+        super().__init__()
+        self.stride, self.padding = stride, padding
+        self._setup((out_channels, in_channels, kernel_size, kernel_size), out_channels, train_scale, init_scale)
+
+    def _linear(self, x, weight, bias):
+        return F.conv2d(x, weight, bias, self.stride, self.padding)
+
+
+class WNConvTranspose2d(_WeightNormed):
+    """Weight-normalised transposed convolution ``[N, Cin, H, W] -> [N, Cout, sH, sW]``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 2,
+                 padding: int = 2, output_padding: int = 1, train_scale: bool = False, init_scale: float = 1.0):
+        super().__init__()
+        self.stride, self.padding, self.output_padding = stride, padding, output_padding
+        # Transposed-conv weights are [Cin, Cout, k, k]; normalise per output channel.
+        self._setup((out_channels, in_channels, kernel_size, kernel_size), out_channels, train_scale, init_scale)
+
+    def _linear(self, x, weight, bias):
+        return F.conv_transpose2d(x, weight.transpose(0, 1), bias, self.stride, self.padding, self.output_padding)
+
+
+def weight_normed_layers(module: nn.Module) -> Iterator[_WeightNormed]:
+    """Every weight-normalised layer inside ``module``, in registration order."""
+    return (m for m in module.modules() if isinstance(m, _WeightNormed))
+
+
+@contextlib.contextmanager
+def _init_mode(module: nn.Module):
+    layers = list(weight_normed_layers(module))
+    for layer in layers:
+        layer._init_mode = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer._init_mode = False
+
+
+@torch.no_grad()
+def data_dependent_init(module: nn.Module, *inputs, **kwargs) -> None:
+    """Run ``module(*inputs)`` once in init mode: each weight-normalised layer, in forward order,
+    sets its scale and bias so its pre-activations have mean 0 and std ``init_scale`` on this batch.
+    Call before training (and before wrapping in DDP)."""
+    with _init_mode(module):
+        module(*inputs, **kwargs)

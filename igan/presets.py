@@ -1,0 +1,97 @@
+"""Named presets reproducing the recipes of PAPER_NOTES.md (authors' code as the default).
+
+Each preset is a nested dict of overrides applied to the default :class:`~igan.config.Config`;
+:func:`get_preset` returns a validated Config.
+"""
+from __future__ import annotations
+
+from igan.config import Config, ConfigError
+
+_MNIST_MLP = {
+    "model": {"name": "mnist_mlp", "z_dim": 100, "d_widths": [1000, 500, 250, 250, 250],
+              "g_widths": [500, 500], "d_input_noise": 0.3, "d_hidden_noise": 0.5},
+    "techniques": {"semi_supervised": True, "feature_matching": True, "fm_norm": "l2",
+                   "weight_norm": True},
+    "optim": {"lr_d": 3e-3, "lr_g": 3e-3, "beta1": 0.5},
+}
+
+_CIFAR_CONV = {
+    "model": {"name": "cifar_conv", "z_dim": 100, "d_widths": [96, 192], "g_widths": [512, 256, 128],
+              "d_input_noise": 0.0, "d_hidden_noise": 0.0, "d_input_dropout": 0.2, "d_dropout": 0.5},
+    "techniques": {"semi_supervised": True, "feature_matching": True, "fm_norm": "l1",
+                   "weight_norm": True, "ema_rate": 1e-4},
+    # lr = 3e-4 * min(3 - epoch/400, 1): constant until epoch 800, then linear to 0 at 1200.
+    "optim": {"lr_d": 3e-4, "lr_g": 3e-4, "beta1": 0.5, "decay_start_epoch": 800},
+    "data": {"image_size": 32, "channels": 3, "num_classes": 10, "pixel_range": "authors",
+             "batch_size": 100},
+    "train": {"epochs": 1200},
+    "eval": {"scorer": "auto"},
+}
+
+PRESETS: dict[str, dict] = {
+    "digits": _MNIST_MLP | {
+        "data": {"dataset": "digits", "image_size": 8, "channels": 1, "num_classes": 10,
+                 "labels_per_class": 5, "pixel_range": "unit", "batch_size": 100},
+        "train": {"epochs": 300},
+        "techniques": _MNIST_MLP["techniques"] | {"ema_rate": 1e-2},
+        "eval": {"every": 25, "num_samples": 2000, "scorer": "domain"},
+    },
+    "mnist": _MNIST_MLP | {
+        "data": {"dataset": "mnist", "image_size": 28, "channels": 1, "num_classes": 10,
+                 "labels_per_class": 10, "pixel_range": "unit", "batch_size": 100},
+        "train": {"epochs": 300},
+        "techniques": _MNIST_MLP["techniques"] | {"ema_rate": 1e-3},
+        "eval": {"every": 10, "scorer": "domain"},
+    },
+    "cifar10": _CIFAR_CONV | {
+        "data": _CIFAR_CONV["data"] | {"dataset": "cifar10", "labels_per_class": 400},
+    },
+    "svhn": _CIFAR_CONV | {
+        "model": _CIFAR_CONV["model"] | {"d_widths": [64, 128]},
+        "data": _CIFAR_CONV["data"] | {"dataset": "svhn", "labels_per_class": 100},
+        "optim": _CIFAR_CONV["optim"] | {"decay_start_epoch": 600},
+        "train": {"epochs": 900},
+        "eval": {"scorer": "domain"},
+    },
+    "imagenet128": {
+        "model": {"name": "imagenet_dcgan", "z_dim": 100, "d_widths": [64, 128, 256, 512, 1024],
+                  "g_widths": [1024, 512, 256, 128, 64], "d_input_noise": 0.1, "d_hidden_noise": 0.0},
+        # D has 1000 class logits plus the fixed generated logit; every image is labeled.
+        "techniques": {"semi_supervised": True, "feature_matching": False, "generator_loss": "nonsaturating",
+                       "minibatch_discrimination": True, "mbd_kernels": 300, "mbd_dim": 50,
+                       "real_label": 0.75, "generator_label": 0.375, "virtual_batch_norm": True,
+                       "vbn_reference_size": 64, "weight_norm": False, "eval_ema": False},
+        "optim": {"lr_d": 4e-4, "lr_g": 4e-4, "beta1": 0.5},
+        "data": {"dataset": "imagenet", "image_size": 128, "channels": 3, "num_classes": 1000,
+                 "labels_per_class": -1, "pixel_range": "symmetric", "batch_size": 64},
+        "train": {"epochs": 100, "checkpoint_every": 1},
+        "eval": {"every": 1, "scorer": "inception"},
+    },
+}
+
+_TOY = {
+    "model": {"name": "toy_mlp", "z_dim": 2, "d_widths": [128, 128], "g_widths": [128, 128],
+              "d_input_noise": 0.0, "d_hidden_noise": 0.0},
+    "techniques": {"semi_supervised": False, "feature_matching": False, "generator_loss": "nonsaturating",
+                   "minibatch_discrimination": True, "mbd_kernels": 50, "mbd_dim": 5,
+                   "weight_norm": False, "eval_ema": False},
+    "optim": {"lr_d": 1e-3, "lr_g": 1e-3, "beta1": 0.5},
+    "train": {"epochs": 40, "checkpoint_every": 10},
+    "eval": {"every": 10, "num_samples": 2500, "scorer": "none"},
+}
+PRESETS["ring8"] = _TOY | {"data": {"dataset": "ring8", "channels": 2, "num_classes": 8, "labels_per_class": 0,
+                                    "image_size": 1, "batch_size": 500}}
+PRESETS["grid25"] = _TOY | {"data": {"dataset": "grid25", "channels": 2, "num_classes": 25,
+                                     "labels_per_class": 0, "image_size": 1, "batch_size": 500}}
+
+
+def preset_names() -> list[str]:
+    """Names accepted by :func:`get_preset`, in documentation order."""
+    return list(PRESETS)
+
+
+def get_preset(name: str) -> Config:
+    """The validated Config of preset ``name``; ConfigError naming the allowed presets otherwise."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}'; allowed: {', '.join(PRESETS)}")
+    return Config.from_dict({"preset": name, **PRESETS[name]})
