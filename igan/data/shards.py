@@ -1,0 +1,242 @@
+"""Streaming reader of the shards that ``igan shard`` writes (local folders or URIs).
+
+A shard root ``ROOT`` holds ``ROOT/<split>/manifest.json`` and the split's WebDataset tars. The
+reader yields ``(image, label)``: ``image`` a ``uint8 [C, H, W]`` tensor (0..255), or ``float32
+[C, H, W]`` in the model's range when ``pixel_range`` is given (see :mod:`igan.data.pixels`), and
+``label`` an ``int64`` scalar tensor.
+
+Exactly once per epoch. The epoch's shard order is a permutation drawn from ``(seed, epoch)``. The
+consumers are the ``world_size`` Ray Train workers times the ``num_workers`` DataLoader workers of
+each; consumer ``c = rank * num_workers + worker_id`` of ``C`` reads shards ``order[c::C]``
+(``split_by="shard"``), or, when there are fewer shards than consumers, every shard keeping the
+samples whose position in the epoch's stream is ``c`` modulo ``C`` (``split_by="sample"``). Either
+way every sample is yielded once per epoch by exactly one consumer. Each consumer then shuffles
+through a buffer of ``shuffle_buffer`` samples seeded by ``(seed, epoch, c)``.
+
+This module is plain PyTorch: the caller passes its Ray Train rank and world size.
+"""
+from __future__ import annotations
+
+import io
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from igan.data.manifest import split_manifest
+from igan.data.pixels import to_model_range
+from igan.data.storage import open_read
+
+SPLIT_MODES = ("auto", "shard", "sample")
+
+
+def iter_tar(url: str, select: str | None = None) -> Iterator[dict]:
+    """Samples of one shard as WebDataset dicts ``{"__key__": str, "png"|"jpg": bytes, "cls":
+    bytes}`` in file order. ``select``: read only members with that extension (e.g. ``"cls"``)."""
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    def keep(fname: str) -> bool:
+        return select is None or fname.endswith("." + select)
+
+    stream = open_read(url)
+    try:
+        yield from group_by_keys(tar_file_expander([{"url": url, "stream": stream}], select_files=keep))
+    finally:
+        stream.close()
+
+
+def decode_image(data: bytes, channels: int) -> torch.Tensor:
+    """``uint8 [channels, H, W]`` tensor of PNG or JPEG bytes (torchvision's decoders, PIL fallback)."""
+    try:
+        from torchvision.io import ImageReadMode, decode_image as tv_decode
+
+        mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
+        return tv_decode(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
+    except (ImportError, RuntimeError):
+        from PIL import Image
+
+        img = Image.open(io.BytesIO(data)).convert("L" if channels == 1 else "RGB")
+        arr = np.asarray(img)
+        arr = arr[:, :, None] if arr.ndim == 2 else arr
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def _image_bytes(sample: dict) -> bytes:
+    for ext in ("png", "jpg", "jpeg"):
+        if ext in sample:
+            return sample[ext]
+    raise ValueError(f"sample {sample.get('__key__')} in {sample.get('__url__')} has no png/jpg image")
+
+
+def shard_order(num_shards: int, seed: int, epoch: int, shuffle: bool = True) -> list[int]:
+    """Indices of the shards in the order read in ``epoch``: a permutation drawn from
+    ``(seed, epoch)`` (identity when ``shuffle`` is false)."""
+    if not shuffle:
+        return list(range(num_shards))
+    return [int(i) for i in np.random.default_rng([seed, epoch, 7]).permutation(num_shards)]
+
+
+class ShardDataset(IterableDataset):
+    """An epoch of one split's samples for this consumer (see the module doc for the split rules).
+
+    Args: ``root`` shard root (path or URI); ``split``; ``rank``/``world_size`` of the Ray Train
+    worker; ``shuffle`` (shard order and buffer); ``shuffle_buffer`` samples (0: none); ``seed``;
+    ``epoch`` (or call :meth:`set_epoch` before each epoch; with ``persistent_workers`` the loader
+    keeps the epoch of its first iteration); ``pixel_range`` None for ``uint8`` images, else
+    ``unit``/``symmetric``/``authors`` floats; ``split_by`` ``auto``/``shard``/``sample``;
+    ``with_keys`` yields ``(key, image, label)``.
+    """
+
+    def __init__(self, root: str, split: str = "train", *, rank: int = 0, world_size: int = 1,
+                 shuffle: bool = True, shuffle_buffer: int = 2000, seed: int = 0, epoch: int = 0,
+                 pixel_range: str | None = None, split_by: str = "auto", with_keys: bool = False):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in 0..{world_size - 1}; got {rank}")
+        if split_by not in SPLIT_MODES:
+            raise ValueError(f"split_by must be one of {', '.join(SPLIT_MODES)}; got {split_by!r}")
+        folder, self.manifest = split_manifest(root, split)
+        self.urls = [folder.url_of(s["name"]) for s in self.manifest["shards"]]
+        self.counts = [s["num_samples"] for s in self.manifest["shards"]]
+        self.root, self.split, self.rank, self.world_size = root, split, rank, world_size
+        self.shuffle, self.shuffle_buffer, self.seed, self.epoch = shuffle, shuffle_buffer, seed, epoch
+        self.pixel_range, self.split_by, self.with_keys = pixel_range, split_by, with_keys
+        self.channels = int(self.manifest["channels"])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch``'s shard order and shuffle seed from the next iteration on."""
+        self.epoch = int(epoch)
+
+    def mode(self, num_consumers: int) -> str:
+        """``shard`` or ``sample``: how the epoch is split over ``num_consumers``."""
+        if self.split_by != "auto":
+            return self.split_by
+        return "shard" if len(self.urls) >= num_consumers else "sample"
+
+    def plan(self, consumer: int, num_consumers: int) -> tuple[list[int], int, int]:
+        """``(shard indices read, keep-modulus, keep-remainder)`` of ``consumer`` this epoch."""
+        order = shard_order(len(self.urls), self.seed, self.epoch, self.shuffle)
+        if self.mode(num_consumers) == "shard":
+            return order[consumer::num_consumers], 1, 0
+        return order, num_consumers, consumer
+
+    def num_samples(self, num_workers: int = 0) -> int:
+        """Samples this rank (all its DataLoader workers together) yields in the current epoch."""
+        workers = max(1, num_workers)
+        total = 0
+        for w in range(workers):
+            c, n = self.rank * workers + w, self.world_size * workers
+            shards, mod, rem = self.plan(c, n)
+            if mod == 1:
+                total += sum(self.counts[i] for i in shards)
+            else:
+                total += len(range(rem, sum(self.counts), mod))
+        return total
+
+    def _consumer(self) -> tuple[int, int]:
+        info = get_worker_info()
+        workers, wid = (info.num_workers, info.id) if info is not None else (1, 0)
+        return self.rank * workers + wid, self.world_size * workers
+
+    def samples(self) -> Iterator[dict]:
+        """This consumer's raw WebDataset samples of the epoch, before shuffling and decoding."""
+        c, n = self._consumer()
+        shards, mod, rem = self.plan(c, n)
+        position = 0
+        for i in shards:
+            for sample in iter_tar(self.urls[i]):
+                if mod == 1 or position % mod == rem:
+                    yield sample
+                position += 1
+
+    def __iter__(self):
+        c, _ = self._consumer()
+        rng = np.random.default_rng([self.seed, self.epoch, c, 11])
+        stream = self.samples()
+        if self.shuffle and self.shuffle_buffer > 1:
+            stream = shuffle_buffer(stream, self.shuffle_buffer, rng)
+        for sample in stream:
+            image = decode_image(_image_bytes(sample), self.channels)
+            if self.pixel_range is not None:
+                image = to_model_range(image, self.pixel_range)
+            label = torch.tensor(int(sample["cls"]), dtype=torch.int64)
+            yield (sample["__key__"], image, label) if self.with_keys else (image, label)
+
+
+def shuffle_buffer(items: Iterator, size: int, rng: np.random.Generator) -> Iterator:
+    """``items`` in a random order: each output is drawn uniformly from a buffer of ``size`` items,
+    refilled from the input; the remainder is flushed in random order. Every item comes out once."""
+    buf: list = []
+    for item in items:
+        if len(buf) < size:
+            buf.append(item)
+            continue
+        j = int(rng.integers(len(buf)))
+        buf[j], item = item, buf[j]
+        yield item
+    for j in rng.permutation(len(buf)):
+        yield buf[j]
+
+
+def make_loader(root: str, split: str = "train", *, batch_size: int, rank: int = 0, world_size: int = 1,
+                num_workers: int = 0, shuffle: bool = True, shuffle_buffer: int = 2000, seed: int = 0,
+                epoch: int = 0, pixel_range: str | None = None, drop_last: bool = False,
+                pin_memory: bool = False) -> DataLoader:
+    """A DataLoader of batches ``(images [B, C, H, W], labels int64 [B])`` over this rank's part of
+    the split (a :class:`ShardDataset`, reachable as ``loader.dataset`` for ``set_epoch``).
+    Batches are formed inside each loader worker, so the last batch of a worker may be short
+    (``drop_last`` drops it)."""
+    ds = ShardDataset(root, split, rank=rank, world_size=world_size, shuffle=shuffle,
+                      shuffle_buffer=shuffle_buffer, seed=seed, epoch=epoch, pixel_range=pixel_range)
+    return DataLoader(ds, batch_size=batch_size, num_workers=num_workers, drop_last=drop_last,
+                      pin_memory=pin_memory, persistent_workers=False)
+
+
+def read_split(root: str, split: str, pixel_range: str | None = None,
+               keys: set[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole split (or only the samples whose key is in ``keys``) in memory, sorted by key:
+    images ``uint8 [N, C, H, W]`` (or float in ``pixel_range``) and labels ``int64 [N]``.
+    For small sets (digits, test splits, labeled subsets)."""
+    folder, manifest = split_manifest(root, split)
+    channels = int(manifest["channels"])
+    h, w = manifest["image_size"]
+    found: list[tuple[str, torch.Tensor, int]] = []
+    for s in manifest["shards"]:
+        for sample in iter_tar(folder.url_of(s["name"])):
+            if keys is None or sample["__key__"] in keys:
+                found.append((sample["__key__"], decode_image(_image_bytes(sample), channels), int(sample["cls"])))
+    found.sort(key=lambda t: t[0])
+    images = torch.stack([t[1] for t in found]) if found else torch.zeros((0, channels, h, w), dtype=torch.uint8)
+    labels = torch.tensor([t[2] for t in found], dtype=torch.int64)
+    if pixel_range is not None:
+        images = to_model_range(images, pixel_range)
+    return images, labels
+
+
+def read_labels(root: str, split: str) -> tuple[list[str], np.ndarray]:
+    """Keys (sorted) and their labels ``int64 [N]`` of a split, reading only the ``.cls`` members."""
+    folder, manifest = split_manifest(root, split)
+    pairs = [(sample["__key__"], int(sample["cls"]))
+             for s in manifest["shards"] for sample in iter_tar(folder.url_of(s["name"]), select="cls")]
+    pairs.sort()
+    return [k for k, _ in pairs], np.array([y for _, y in pairs], dtype=np.int64)
+
+
+def labeled_subset(root: str, split: str, per_class: int, seed: int, num_classes: int | None = None,
+                   pixel_range: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The semi-supervised labeled subset of a split: ``per_class`` samples of every class drawn with
+    ``seed`` by :func:`igan.data.labeled.select_labeled` over the samples sorted by key (so the draw
+    does not depend on shard order or count). Returns images ``uint8 [K*per_class, C, H, W]`` (or
+    float in ``pixel_range``) and labels ``int64``, sorted by key. ``per_class=-1``: the whole split."""
+    from igan.data.labeled import select_labeled
+
+    keys, labels = read_labels(root, split)
+    if num_classes is None:
+        _, manifest = split_manifest(root, split)
+        num_classes = int(manifest["num_classes"])
+    chosen = select_labeled(labels, per_class, seed, num_classes)
+    return read_split(root, split, pixel_range, keys={keys[i] for i in chosen})
+
+
+__all__ = ["ShardDataset", "make_loader", "read_split", "read_labels", "labeled_subset", "iter_tar",
+           "decode_image", "shard_order", "shuffle_buffer"]
