@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from igan.data import imaging
-from igan.data.manifest import MANIFEST, shard_name, write_manifest
+from igan.data.manifest import MANIFEST, read_manifest, shard_name, write_manifest
 from igan.data.sources import Entry, Source, SourceError, get_source
 from igan.data.sources.base import describe_error
 from igan.data.storage import Folder
@@ -153,14 +153,17 @@ def shard_dataset(dataset: str, out: str, src: str | None = None, split: str | N
                   image_size: int | None = None, samples_per_shard: int | None = None,
                   address: str | None = None, *, crop: str = "center", quality: int = imaging.JPEG_QUALITY,
                   progress: bool = True, log: Callable[[str], None] | None = None,
-                  _crash_at_shard: int | None = None) -> list[dict]:
+                  engine: str = "ray", _crash_at_shard: int | None = None) -> list[dict]:
     """Shard ``dataset`` (``digits mnist cifar10 svhn imagenet``) from the raw files at ``src`` into
     ``out/<split>/<split>-NNNNNN.tar`` + ``out/<split>/manifest.json`` for ``split`` (default: every
     split the source has). ``out`` is a local folder or a URI (``s3://``, ``gs://``, ``file://``).
     ``image_size``: output side in pixels (default 128 for imagenet, native for the others);
     ``samples_per_shard``: default per data set (digits 256, imagenet 1000, others 5000).
     Runs on the Ray cluster at ``address`` (or ``$RAY_ADDRESS``; default: a local Ray, or the one
-    already initialised). Returns the manifests written, one dict per split (DESIGN.md fields).
+    already initialised); ``engine="local"`` instead writes the shards one after another in this
+    process (no Ray; for small sets such as a first-use ``digits`` cache). ``crop``: ``center``
+    or ``squash`` (see :func:`igan.data.imaging.resize_crop`); ``quality``: JPEG quality. ``log``
+    receives the progress/summary lines (default: stderr). Returns the manifests written, one dict per split (DESIGN.md fields).
     Raises UserError for bad input (unknown data set or split, missing/empty/wrong-format source)."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     try:
@@ -171,6 +174,8 @@ def shard_dataset(dataset: str, out: str, src: str | None = None, split: str | N
         raise UserError(f"--image-size must be in 1..4096, got {image_size}")
     if samples_per_shard is not None and int(samples_per_shard) < 1:
         raise UserError(f"--samples-per-shard must be >= 1, got {samples_per_shard}")
+    if engine not in ("ray", "local"):
+        raise UserError(f"engine must be ray or local; got {engine!r}")
     if crop not in imaging.CROPS:
         raise UserError(f"crop must be one of {', '.join(imaging.CROPS)}; got {crop!r}")
     size = image_size if image_size is not None else source.default_image_size
@@ -214,7 +219,13 @@ def shard_dataset(dataset: str, out: str, src: str | None = None, split: str | N
             f"in {folder.url} ({len(chunks) - sum(r['split'] == s for r in rows)} already complete)")
 
     t0, cpus = time.perf_counter(), 0.0
-    if rows:
+    if rows and engine == "local":
+        cpus = 1.0
+        for row in rows:
+            res = write_shard(source, params, root, row["split"], row["index"], pickle.loads(row["plan"]),
+                              expected_hw, crash=_crash_at_shard is not None and row["index"] >= _crash_at_shard)
+            done[(row["split"], row["index"])] = res
+    elif rows:
         ray = _init_ray(address)
         cpus = float(ray.cluster_resources().get("CPU", 0))
         results = _run_ray(ray, rows, source, params, root, expected_hw, progress, _crash_at_shard)
@@ -237,7 +248,8 @@ def shard_dataset(dataset: str, out: str, src: str | None = None, split: str | N
         if manifest["num_samples"] == 0:
             raise UserError(f"{dataset} split '{s}': none of the {len(entries)} images could be read "
                             f"(first reason: {manifest['skipped'][0]['reason'] if manifest['skipped'] else '?'})")
-        write_manifest(root.sub(s), manifest)
+        if _existing_manifest(root.sub(s)) != manifest:  # an identical one is left untouched
+            write_manifest(root.sub(s), manifest)
         manifests.append(manifest)
     total = sum(m["num_samples"] for m in manifests)
     redone = sum(len(pickle.loads(r["plan"])) for r in rows)
@@ -246,6 +258,13 @@ def shard_dataset(dataset: str, out: str, src: str | None = None, split: str | N
         f"{m['split']} {m['num_samples']} samples in {len(m['shards'])} shards ({len(m['skipped'])} skipped)"
         for m in manifests) + f" -> {root.url} [{total} samples, {redone} encoded in {elapsed:.1f}s{rate}]")
     return manifests
+
+
+def _existing_manifest(folder: Folder) -> dict | None:
+    try:
+        return read_manifest(folder)
+    except ValueError:
+        return None
 
 
 def _clean(folder: Folder, names: set[str], files: set[str], all_done: bool) -> None:

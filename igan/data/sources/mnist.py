@@ -21,6 +21,8 @@ def parse_idx(raw: bytes, where: str) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES or raw[3] == 0:
         raise SourceError(f"{where} is not an idx file (bad magic number)")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise SourceError(f"{where} is not an idx file (header cut short)")
     dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4).astype(np.int64)
     dtype = np.dtype(_DTYPES[raw[2]])
     need = int(np.prod(dims)) * dtype.itemsize
