@@ -1,0 +1,170 @@
+"""The streaming shard reader (igan.data.shards): exactly-once splitting, shuffling, URIs, labeled subsets."""
+import collections
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from igan.data.digits import load_digits_split
+from igan.data.labeled import select_labeled
+from igan.data.pixels import to_model_range
+from igan.data.shards import ShardDataset, labeled_subset, make_loader, read_labels, read_split, shuffle_buffer
+from pipelines.shard import shard_dataset
+
+
+@pytest.fixture(scope="module")
+def roots(tmp_path_factory):
+    """Digits sharded twice (no Ray): 100 per shard (train 15 shards, test 4) and 256 per shard."""
+    base = tmp_path_factory.mktemp("shards")
+    small, big = str(base / "small"), str(base / "big")
+    shard_dataset("digits", small, samples_per_shard=100, engine="local", progress=False, log=lambda m: None)
+    shard_dataset("digits", big, samples_per_shard=256, engine="local", progress=False, log=lambda m: None)
+    return small, big
+
+
+def _keys(root, split, world, workers, epoch=0, **kw):
+    """Keys each rank's DataLoader yields in one epoch (loader workers append the key via with_keys)."""
+    per_rank = []
+    for rank in range(world):
+        ds = ShardDataset(root, split, rank=rank, world_size=world, epoch=epoch, with_keys=True, **kw)
+        loader = torch.utils.data.DataLoader(ds, batch_size=32, num_workers=workers,
+                                             collate_fn=lambda b: [k for k, _, _ in b])
+        per_rank.append([k for batch in loader for k in batch])
+        assert len(per_rank[-1]) == ds.num_samples(workers)
+    return per_rank
+
+
+@pytest.mark.parametrize("world,workers", [(1, 0), (2, 2), (3, 1)])
+def test_every_sample_exactly_once_per_epoch(roots, world, workers):
+    small, _ = roots
+    n = 1438
+    for epoch in (0, 1):
+        per_rank = _keys(small, "train", world, workers, epoch=epoch, shuffle_buffer=64)
+        allk = [k for r in per_rank for k in r]
+        assert len(allk) == n and sorted(allk) == [f"{i:06d}" for i in range(n)]
+
+
+def test_fewer_shards_than_consumers_splits_by_sample(roots):
+    small, _ = roots  # test split: 4 shards for 3 ranks x 2 loader workers = 6 consumers
+    ds = ShardDataset(small, "test", world_size=3)
+    assert len(ds.urls) == 4 and ds.mode(6) == "sample" and ds.mode(4) == "shard"
+    per_rank = _keys(small, "test", 3, 2)
+    allk = [k for r in per_rank for k in r]
+    assert len(allk) == len(set(allk)) == 359
+    assert max(map(len, per_rank)) - min(map(len, per_rank)) <= 2  # sample mode is balanced
+
+
+def test_order_is_deterministic_per_seed_and_epoch(roots):
+    small, _ = roots
+    a = _keys(small, "train", 1, 2, epoch=3, seed=5)[0]
+    b = _keys(small, "train", 1, 2, epoch=3, seed=5)[0]
+    c = _keys(small, "train", 1, 2, epoch=4, seed=5)[0]
+    unshuffled = _keys(small, "train", 1, 0, shuffle=False)[0]
+    assert a == b and a != c and sorted(a) == sorted(c)
+    assert unshuffled == sorted(unshuffled)  # no shuffling: shard order, file order
+    assert a != unshuffled
+
+
+def test_shuffle_buffer_keeps_every_item():
+    rng = np.random.default_rng(0)
+    out = list(shuffle_buffer(iter(range(1000)), 50, rng))
+    assert sorted(out) == list(range(1000)) and out != list(range(1000))
+    # a buffer of 50 moves an item at most ~50 places earlier than its input position
+    assert all(pos >= item - 50 for pos, item in enumerate(out))
+
+
+def test_images_labels_and_pixel_range(roots):
+    small, _ = roots
+    images, labels = load_digits_split("train")
+    x, y = read_split(small, "train")
+    assert x.dtype == torch.uint8 and x.shape == (1438, 1, 8, 8)
+    assert np.array_equal(x[:, 0].numpy(), images) and np.array_equal(y.numpy(), labels)
+    loader = make_loader(small, "train", batch_size=100, num_workers=2, pixel_range="symmetric", seed=1)
+    seen = 0
+    by_key = {f"{i:06d}": i for i in range(len(labels))}
+    for xb, yb in loader:
+        assert xb.dtype == torch.float32 and xb.shape[1:] == (1, 8, 8) and yb.dtype == torch.int64
+        assert xb.min() >= -1 and xb.max() <= 1
+        seen += len(yb)
+    assert seen == 1438
+    ds = ShardDataset(small, "train", with_keys=True, pixel_range="unit", shuffle_buffer=10)
+    for key, img, label in ds:
+        i = by_key[key]
+        assert int(label) == labels[i]
+        assert torch.equal(img, to_model_range(torch.from_numpy(images[i])[None], "unit"))
+
+
+def test_reads_uris(roots, tmp_path):
+    small, _ = roots
+    import fsspec
+
+    x0, y0 = read_split(small, "test")
+    x1, y1 = read_split("file://" + small, "test")
+    mem = fsspec.filesystem("memory")
+    for name in os.listdir(os.path.join(small, "test")):
+        if not name.startswith("."):
+            with open(os.path.join(small, "test", name), "rb") as f:
+                mem.pipe_file(f"/igan-test/test/{name}", f.read())
+    x2, y2 = read_split("memory://igan-test", "test")
+    keys = [k for k, _, _ in ShardDataset("memory://igan-test", "test", with_keys=True)]
+    assert torch.equal(x0, x1) and torch.equal(x0, x2) and torch.equal(y0, y2) and len(keys) == 359
+
+
+def test_labeled_subset_is_balanced_seeded_and_layout_independent(roots):
+    small, big = roots
+    x, y = labeled_subset(small, "train", per_class=5, seed=1)
+    assert x.shape == (50, 1, 8, 8) and collections.Counter(y.tolist()) == {k: 5 for k in range(10)}
+    x2, y2 = labeled_subset(big, "train", per_class=5, seed=1)   # other shard layout, same draw
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    x3, _ = labeled_subset(small, "train", per_class=5, seed=2)
+    assert not torch.equal(x, x3)
+    images, labels = load_digits_split("train")   # keys are source indices, so the draw is reproducible
+    idx = select_labeled(labels, 5, 1, 10)
+    assert np.array_equal(x[:, 0].numpy(), images[idx]) and np.array_equal(y.numpy(), labels[idx])
+    keys, lab = read_labels(small, "train")
+    assert keys == sorted(keys) and np.array_equal(lab, labels)
+    xa, ya = labeled_subset(small, "test", per_class=-1, seed=0)
+    assert xa.shape[0] == 359
+
+
+def test_exactly_once_over_ray_train_workers(roots, tmp_path):
+    """2 Ray Train workers x 2 DataLoader workers, two epochs: every key once per epoch."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    small, _ = roots
+    out = str(tmp_path / "keys")
+    os.makedirs(out)
+
+    def loop(config):
+        import ray.train
+
+        ctx = ray.train.get_context()
+        rank, world = ctx.get_world_rank(), ctx.get_world_size()
+        ds = ShardDataset(config["root"], "train", rank=rank, world_size=world, with_keys=True, shuffle_buffer=32)
+        loader = torch.utils.data.DataLoader(ds, batch_size=50, num_workers=2,
+                                             collate_fn=lambda b: [k for k, _, _ in b])
+        for epoch in range(2):
+            ds.set_epoch(epoch)
+            keys = [k for batch in loader for k in batch]
+            with open(os.path.join(config["out"], f"rank{rank}-epoch{epoch}.json"), "w") as f:
+                json.dump(keys, f)
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        TorchTrainer(loop, train_loop_config={"root": small, "out": out},
+                     scaling_config=ScalingConfig(num_workers=2, use_gpu=False, resources_per_worker={"CPU": 1}),
+                     run_config=RunConfig(storage_path=str(tmp_path / "ray"), name="reader")).fit()
+    finally:
+        if started:
+            ray.shutdown()
+    for epoch in range(2):
+        per_rank = [json.load(open(os.path.join(out, f"rank{r}-epoch{epoch}.json"))) for r in range(2)]
+        allk = per_rank[0] + per_rank[1]
+        assert len(allk) == 1438 and sorted(allk) == [f"{i:06d}" for i in range(1438)]
+        assert per_rank[0] and per_rank[1]
