@@ -348,6 +348,18 @@ def test_domain_classifier_on_digits_and_cache(digits, tmp_path, monkeypatch, on
         dc.load_or_train_domain_classifier("digits/train", x, y, 10, cache_dir=tmp_path / "other")
 
 
+def test_domain_classifier_unreadable_cache_is_retrained(tmp_path, one_thread):
+    import igan.metrics.domain_classifier as dc
+    x, y = torch.rand(20, 1, 8, 8), torch.arange(20) % 10
+    path = dc.cache_path("tiny", x, y, 10, tmp_path, epochs=1)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.warns(RuntimeWarning, match="unreadable"):
+        model = dc.load_or_train_domain_classifier("tiny", x, y, 10, cache_dir=tmp_path, epochs=1)
+    again = dc.load_or_train_domain_classifier("tiny", x, y, 10, cache_dir=tmp_path, epochs=1)
+    torch.testing.assert_close(again.features(x), model.features(x))
+
+
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
 def test_domain_classifier_shapes_mnist_svhn(shape, one_thread):
     from igan.metrics.domain_classifier import DomainClassifier, train_domain_classifier

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,30 +22,33 @@ CACHE_VERSION = 1
 
 
 def default_epochs(num_images: int) -> int:
-    """Passes over the data when none are given: about 50,000 examples seen, 3 to 30 epochs
-    (30 for digits' 1,437 images, 3 for MNIST or SVHN)."""
-    return max(3, min(30, -(-50_000 // max(num_images, 1))))
+    """Passes over the data when none are given: about 100,000 examples seen, 1 to 30 epochs
+    (30 for digits' 1,437 images, 2 for MNIST's 60,000 or SVHN's 73,257)."""
+    return max(1, min(30, -(-100_000 // max(num_images, 1))))
 
 
 class DomainClassifier(nn.Module):
-    """CNN: blocks of two 3x3 convs (ReLU) and a 2x2 max-pool until the side is at most 4 pixels,
-    widths 32, 64, 128, 128, ...; global average pool (the features); dropout; linear classifier.
+    """CNN: stages of 3x3 convs (ReLU) and a 2x2 max-pool until the side is at most 4 pixels; one
+    conv per stage while the side exceeds 8 pixels (cheap on large images), two from 8 down; widths
+    ``width``, 2x, 4x (capped at 4x); global average pool (the features); dropout; linear layer.
 
     Inputs are standardised with the training set's mean and std (buffers), so images must be in
     the same float range as the set it was trained on (e.g. the model's pixel range).
     """
 
-    def __init__(self, in_channels: int, image_size: tuple[int, int] | int, num_classes: int):
+    def __init__(self, in_channels: int, image_size: tuple[int, int] | int, num_classes: int,
+                 width: int = 32):
         super().__init__()
         h, w = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
         self.config = {"in_channels": int(in_channels), "image_size": [int(h), int(w)],
-                       "num_classes": int(num_classes)}
+                       "num_classes": int(num_classes), "width": int(width)}
         layers, c_in, side, i = [], in_channels, min(h, w), 0
         while True:
-            width = min(32 * 2 ** i, 128)
-            layers += [nn.Conv2d(c_in, width, 3, padding=1), nn.ReLU(),
-                       nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
-            c_in, i = width, i + 1
+            out = width * 2 ** min(i, 2)
+            layers += [nn.Conv2d(c_in, out, 3, padding=1), nn.ReLU()]
+            if side <= 8:
+                layers += [nn.Conv2d(out, out, 3, padding=1), nn.ReLU()]
+            c_in, i = out, i + 1
             if side <= 4:
                 break
             layers.append(nn.MaxPool2d(2))
@@ -109,12 +113,12 @@ def _as_images(images) -> torch.Tensor:
 
 
 def train_domain_classifier(images, labels, num_classes: int, epochs: int | None = None,
-                            seed: int = 0, batch_size: int = 64, lr: float = 2e-3,
+                            seed: int = 0, batch_size: int = 64, lr: float = 2e-3, width: int = 32,
                             device: str | torch.device = "cpu") -> DomainClassifier:
     """Train a :class:`DomainClassifier` on ``images`` (float ``[N, C, H, W]``, any fixed range)
     and ``labels`` (``[N]`` ints in ``[0, num_classes)``): Adam with a one-cycle schedule peaking
-    at ``lr``, random 1-pixel shifts, ``epochs`` passes (default :func:`default_epochs`).
-    Deterministic for a ``seed`` on CPU; does not touch the global RNG. Returns the model in eval
+    at ``lr``, random 1-pixel shifts, base ``width``, ``epochs`` passes (default
+    :func:`default_epochs`). Deterministic for a ``seed`` on CPU; does not touch the global RNG. Returns the model in eval
     mode on ``device``.
     """
     x, y = _as_images(images), torch.as_tensor(labels).long().reshape(-1)
@@ -125,7 +129,7 @@ def train_domain_classifier(images, labels, num_classes: int, epochs: int | None
     epochs = default_epochs(len(x)) if epochs is None else int(epochs)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = DomainClassifier(x.shape[1], tuple(x.shape[2:]), num_classes)
+        model = DomainClassifier(x.shape[1], tuple(x.shape[2:]), num_classes, width=width)
         model.mean.copy_(x.mean((0, 2, 3)))
         model.std.copy_(x.std((0, 2, 3)).clamp_min(1e-6))
         model.to(device).train()
@@ -181,14 +185,18 @@ def load_or_train_domain_classifier(key: str, images, labels, num_classes: int, 
     ``key``: a readable name (e.g. ``"digits-train"``); ``images`` float ``[N, C, H, W]``,
     ``labels [N]``, ``num_classes``: as in :func:`train_domain_classifier`, which also receives
     ``train_kwargs`` (``epochs``, ``seed``, ...). The file (:func:`cache_path`) is written
-    atomically. Returns the model in eval mode on ``device``.
+    atomically; an unreadable file is replaced (with a warning). Returns the model in eval mode on
+    ``device``.
     """
     path = cache_path(key, images, labels, num_classes, cache_dir, **train_kwargs)
     if path.is_file():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        model = DomainClassifier(**blob["config"])
-        model.load_state_dict(blob["state_dict"])
-        return model.to(device).eval()
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            model = DomainClassifier(**blob["config"])
+            model.load_state_dict(blob["state_dict"])
+            return model.to(device).eval()
+        except Exception as err:  # unreadable or stale file: train again and overwrite it
+            warnings.warn(f"ignoring unreadable domain-classifier cache {path}: {err}", RuntimeWarning, stacklevel=2)
     model = train_domain_classifier(images, labels, num_classes, device=device, **train_kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
