@@ -102,7 +102,8 @@ def test_fid_from_features_matches_population_formula():
     assert fid_from_features(real, fake) == pytest.approx(expected, abs=0.08)
     mu, s = M.feature_statistics(fake)
     assert frechet_distance(mu, s, mu, s) == pytest.approx(0.0, abs=1e-8)
-    assert fid_from_features(torch.from_numpy(real[:500]), torch.from_numpy(real[:500])) == pytest.approx(0.0, abs=1e-6)
+    same = torch.from_numpy(real[:500])
+    assert fid_from_features(same, same) == pytest.approx(0.0, abs=1e-6)
 
 
 # -- mode_coverage ------------------------------------------------------------------------
@@ -229,7 +230,8 @@ def test_inception_weights_missing_raise_clear_error(tmp_path, monkeypatch):
         InceptionScorer(kind="tf2015")
     assert isinstance(err.value, InceptionWeightsNotFound)
     msg = str(err.value)
-    assert "IGAN_INCEPTION_WEIGHTS" in msg and "pt_inception-2015-12-05-6726825d.pth" in msg and str(missing) in msg
+    assert "IGAN_INCEPTION_WEIGHTS" in msg and str(missing) in msg
+    assert "pt_inception-2015-12-05-6726825d.pth" in msg
     monkeypatch.delenv("IGAN_INCEPTION_WEIGHTS")
     monkeypatch.setenv("IGAN_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -237,6 +239,8 @@ def test_inception_weights_missing_raise_clear_error(tmp_path, monkeypatch):
         InceptionScorer(kind="torchvision")
     with pytest.raises(InceptionWeightsNotFound, match="nowhere.pth"):
         InceptionScorer(weights=missing)
+    with pytest.raises(InceptionWeightsNotFound, match="pt_inception-2015-12-05-6726825d.pth"):
+        InceptionScorer(weights=tmp_path, kind="tf2015")  # a folder without the file
 
 
 def test_inception_kind_mismatch_is_named(inception_files):

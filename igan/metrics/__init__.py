@@ -33,20 +33,23 @@ __all__ = [
 class Scorer(Protocol):
     """What a scorer offers: softmax probabilities ``[N, K]`` and features ``[N, F]`` of images."""
 
-    def probabilities(self, images) -> Any: ...
+    def probabilities(self, images) -> Any:
+        """Softmax class probabilities ``[N, K]`` of ``images [N, C, H, W]``."""
 
-    def features(self, images) -> Any: ...
+    def features(self, images) -> Any:
+        """Feature vectors ``[N, F]`` of ``images [N, C, H, W]`` (for FID)."""
 
 
-_SCORERS: dict[str, Callable[..., Scorer]] = {}
+Factory = Callable[..., Scorer]
+_SCORERS: dict[str, Factory] = {}
 
 
-def register_scorer(name: str, *, replace: bool = False) -> Callable[[Callable[..., Scorer]], Callable[..., Scorer]]:
+def register_scorer(name: str, *, replace: bool = False) -> Callable[[Factory], Factory]:
     """Decorator registering a scorer factory (a callable returning a :class:`Scorer`) as ``name``.
 
     Registering a taken name raises ValueError unless ``replace=True``. Returns the factory unchanged.
     """
-    def decorate(factory: Callable[..., Scorer]) -> Callable[..., Scorer]:
+    def decorate(factory: Factory) -> Factory:
         if name in _SCORERS and not replace:
             raise ValueError(f"a scorer named '{name}' is already registered")
         _SCORERS[name] = factory

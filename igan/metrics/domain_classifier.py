@@ -118,8 +118,8 @@ def train_domain_classifier(images, labels, num_classes: int, epochs: int | None
     """Train a :class:`DomainClassifier` on ``images`` (float ``[N, C, H, W]``, any fixed range)
     and ``labels`` (``[N]`` ints in ``[0, num_classes)``): Adam with a one-cycle schedule peaking
     at ``lr``, random 1-pixel shifts, base ``width``, ``epochs`` passes (default
-    :func:`default_epochs`). Deterministic for a ``seed`` on CPU; does not touch the global RNG. Returns the model in eval
-    mode on ``device``.
+    :func:`default_epochs`). Deterministic for a ``seed`` on CPU; does not touch the global RNG.
+    Returns the model in eval mode on ``device``.
     """
     x, y = _as_images(images), torch.as_tensor(labels).long().reshape(-1)
     if len(x) != len(y):
@@ -196,7 +196,8 @@ def load_or_train_domain_classifier(key: str, images, labels, num_classes: int, 
             model.load_state_dict(blob["state_dict"])
             return model.to(device).eval()
         except Exception as err:  # unreadable or stale file: train again and overwrite it
-            warnings.warn(f"ignoring unreadable domain-classifier cache {path}: {err}", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"ignoring unreadable domain-classifier cache {path}: {err}", RuntimeWarning,
+                          stacklevel=2)
     model = train_domain_classifier(images, labels, num_classes, device=device, **train_kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -23,8 +23,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
 
     ``mu*``: means ``[F]``; ``sigma*``: covariances ``[F, F]`` (units of the features, squared).
     The matrix square root is ``scipy.linalg.sqrtm``; when the product is singular (scipy warns)
-    or the root is not finite, ``eps * I`` is added to both covariances and the root recomputed. Imaginary parts from round-off are
-    dropped (a warning names a large one). Returns a non-negative Python float.
+    or the root is not finite, ``eps * I`` is added to both covariances and the root recomputed.
+    Imaginary parts from round-off are dropped (a warning names a large one). Returns a
+    non-negative Python float.
     """
     mu1, mu2 = np.atleast_1d(_as_float64(mu1)), np.atleast_1d(_as_float64(mu2))
     s1, s2 = np.atleast_2d(_as_float64(sigma1)), np.atleast_2d(_as_float64(sigma2))

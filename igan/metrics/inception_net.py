@@ -93,7 +93,8 @@ def build_inception(kind: str) -> Inception3:
     net = Inception3(num_classes=NUM_CLASSES[kind], aux_logits=False, transform_input=False,
                      init_weights=False)
     if kind == "tf2015":
-        net.Mixed_5b, net.Mixed_5c, net.Mixed_5d = FIDInceptionA(192, 32), FIDInceptionA(256, 64), FIDInceptionA(288, 64)
+        net.Mixed_5b, net.Mixed_5c = FIDInceptionA(192, 32), FIDInceptionA(256, 64)
+        net.Mixed_5d = FIDInceptionA(288, 64)
         net.Mixed_6b = FIDInceptionC(768, 128)
         net.Mixed_6c, net.Mixed_6d = FIDInceptionC(768, 160), FIDInceptionC(768, 160)
         net.Mixed_6e = FIDInceptionC(768, 192)
@@ -103,11 +104,15 @@ def build_inception(kind: str) -> Inception3:
 
 def resolve_weights(weights: str | os.PathLike | None, kind: str) -> Path:
     """The weight file for ``kind``: ``weights``, else ``$IGAN_INCEPTION_WEIGHTS``, else the default
-    locations. Raises :class:`InceptionWeightsNotFound` naming what was tried and where to put it."""
+    locations. A folder stands for the kind's file name inside it. Raises
+    :class:`InceptionWeightsNotFound` naming what was tried and where to put it."""
+    if kind not in WEIGHT_FILES:
+        raise ValueError(f"kind must be one of {', '.join(WEIGHT_FILES)}; got {kind!r}")
     filename = WEIGHT_FILES[kind]
     if weights is not None or os.environ.get(ENV_WEIGHTS):
         source = "weights argument" if weights is not None else f"${ENV_WEIGHTS}"
-        candidates = [(Path(os.path.expanduser(weights if weights is not None else os.environ[ENV_WEIGHTS])), source)]
+        given = Path(os.path.expanduser(weights if weights is not None else os.environ[ENV_WEIGHTS]))
+        candidates = [(given / filename if given.is_dir() else given, source)]
     else:
         cache = Path(os.environ.get("IGAN_CACHE") or Path.home() / ".cache" / "igan")
         hub = Path(torch.hub.get_dir()) / "checkpoints"
