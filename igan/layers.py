@@ -84,7 +84,8 @@ class VirtualBatchNorm(nn.Module):
                              f"got a batch of {x.shape[0]}")
         reduce = [0] + list(range(2, x.dim()))
         stat_shape = [1, -1] + [1] * (x.dim() - 2)
-        xf = x.float()
+        # Statistics in at least float32: bf16 mean-of-squares minus squared mean cancels badly.
+        xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
         ref, rest = xf[: self.reference_size], xf[self.reference_size:]
         ref_mean = ref.mean(reduce, keepdim=True)
         ref_sq = (ref * ref).mean(reduce, keepdim=True)
@@ -124,7 +125,7 @@ class _WeightNormed(nn.Module):
     def weight(self) -> torch.Tensor:
         """The effective weight ``g * V / ||V||``, shaped like ``V``."""
         dims = list(range(1, self.v.dim()))
-        norm = self.v.norm(dim=dims, keepdim=True)
+        norm = torch.linalg.vector_norm(self.v, dim=dims, keepdim=True)
         return self.v * (self.g.view([-1] + [1] * len(dims)) / norm)
 
     def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

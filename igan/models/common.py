@@ -1,0 +1,98 @@
+"""Pieces shared by the model families: layer factories that honour ``techniques.weight_norm``, the
+generator/discriminator interfaces, and the model registry."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from igan.config import Config
+from igan.layers import VirtualBatchNorm, WNConv2d, WNConvTranspose2d, WNLinear
+
+MODEL_REGISTRY: dict[str, Callable[[Config], tuple["Generator", "Discriminator"]]] = {}
+
+
+def register_model(name: str):
+    """Decorator registering ``fn(cfg) -> (generator, discriminator)`` under ``model.name``."""
+    def wrap(fn):
+        MODEL_REGISTRY[name] = fn
+        return fn
+    return wrap
+
+
+def dense(cfg: Config, n_in: int, n_out: int, last: bool = False) -> nn.Module:
+    """Dense layer: weight-normalised (scale trainable only on the last layer) or plain."""
+    if cfg.techniques.weight_norm:
+        return WNLinear(n_in, n_out, train_scale=last)
+    return nn.Linear(n_in, n_out)
+
+
+def conv(cfg: Config, c_in: int, c_out: int, k: int, stride: int = 1, padding: int = 0) -> nn.Module:
+    """Convolution: weight-normalised or plain."""
+    if cfg.techniques.weight_norm:
+        return WNConv2d(c_in, c_out, k, stride, padding)
+    return nn.Conv2d(c_in, c_out, k, stride, padding)
+
+
+def deconv(cfg: Config, c_in: int, c_out: int, last: bool = False) -> nn.Module:
+    """5x5 stride-2 transposed convolution doubling H and W: weight-normalised or plain."""
+    if cfg.techniques.weight_norm:
+        return WNConvTranspose2d(c_in, c_out, 5, 2, 2, 1, train_scale=last)
+    return nn.ConvTranspose2d(c_in, c_out, 5, 2, 2, 1)
+
+
+def gen_norm(cfg: Config, features: int, dim: int) -> nn.Module:
+    """The generator's normaliser: virtual batch norm when enabled, else batch norm with a fixed
+    unit gain (the authors' "BN without gain") followed by a learned bias."""
+    if cfg.techniques.virtual_batch_norm:
+        return VirtualBatchNorm(features, cfg.techniques.vbn_reference_size)
+    bn = nn.BatchNorm1d(features) if dim == 1 else nn.BatchNorm2d(features)
+    bn.weight.requires_grad_(False)
+    return bn
+
+
+class Generator(nn.Module):
+    """Base generator: ``forward(z [N, z_dim]) -> samples [N, ...]`` with z ~ U(0, 1).
+
+    With virtual batch norm, a fixed reference noise batch (a buffer, saved in the state dict) is
+    prepended so the reference and the requested samples go through one forward pass; the
+    reference rows are dropped from the output.
+    """
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.z_dim = cfg.model.z_dim
+        ref = cfg.techniques.vbn_reference_size if cfg.techniques.virtual_batch_norm else 0
+        g = torch.Generator().manual_seed(cfg.train.seed + 7919)
+        self.register_buffer("reference_z", torch.rand(ref, self.z_dim, generator=g))
+
+    def body(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        n_ref = self.reference_z.shape[0]
+        if n_ref:
+            z = torch.cat([self.reference_z.to(z.dtype), z], 0)
+        out = self.body(z)
+        return out[n_ref:] if n_ref else out
+
+
+class Discriminator(nn.Module):
+    """Base discriminator: ``forward(x, group_sizes=None) -> (logits [N, K or 1], features [N, F])``.
+
+    ``features`` is the hidden layer selected by ``techniques.fm_layer`` (for feature matching).
+    ``group_sizes`` splits the batch into independent minibatches for minibatch discrimination.
+    """
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.fm_layer = cfg.techniques.fm_layer
+        self.num_logits = cfg.data.num_classes if cfg.techniques.semi_supervised else 1
+
+    def pick_feature(self, hidden: list[torch.Tensor]) -> torch.Tensor:
+        """The hidden activation at ``fm_layer`` (Python indexing), flattened to ``[N, F]``."""
+        if not -len(hidden) <= self.fm_layer < len(hidden):
+            raise ValueError(f"techniques.fm_layer={self.fm_layer} but this discriminator has "
+                             f"{len(hidden)} feature layers (allowed: {-len(hidden)}..{len(hidden) - 1})")
+        return hidden[self.fm_layer].flatten(1)

@@ -1,0 +1,45 @@
+"""The ImageNet-128 pair: a DCGAN-style generator with virtual batch norm in every layer and a
+strided-conv discriminator with Gaussian input noise and minibatch discrimination before the
+1000 class logits (the generated logit is the fixed 0 of the K+1 loss).
+
+D: noise 0.1 -> conv4x4/2 d0 .. d4 (leaky ReLU 0.2; 128 -> 4) -> global mean pool -> MBD(300, 50) -> dense K.
+G: z -> dense 4*4*g0 + VBN + ReLU -> deconv5x5/2 g1..g4 + VBN + ReLU -> deconv 3 + tanh (128x128).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from igan.config import Config
+from igan.layers import GaussianNoise, MinibatchDiscrimination
+from igan.models.common import Discriminator, conv, dense, register_model
+from igan.models.conv import DeconvGenerator
+
+
+class StridedDiscriminator(Discriminator):
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
+        t = cfg.techniques
+        self.input_noise = GaussianNoise(cfg.model.d_input_noise)
+        layers, c_in = [], cfg.data.channels
+        for width in cfg.model.d_widths:
+            layers.append(conv(cfg, c_in, width, 4, 2, 1))
+            c_in = width
+        self.layers = nn.ModuleList(layers)
+        self.mbd = MinibatchDiscrimination(c_in, t.mbd_kernels, t.mbd_dim) if t.minibatch_discrimination else None
+        self.out = dense(cfg, c_in + (t.mbd_kernels if self.mbd else 0), self.num_logits, last=True)
+
+    def forward(self, x: torch.Tensor, group_sizes: list[int] | None = None):
+        h, hidden = self.input_noise(x), []
+        for layer in self.layers:
+            h = F.leaky_relu(layer(h), 0.2)
+            hidden.append(h.mean((2, 3)))                 # [N, width]
+        pooled = hidden[-1]
+        h = self.mbd(pooled, group_sizes) if self.mbd is not None else pooled
+        return self.out(h), self.pick_feature(hidden)
+
+
+@register_model("imagenet_dcgan")
+def build_imagenet_dcgan(cfg: Config):
+    return DeconvGenerator(cfg), StridedDiscriminator(cfg)

@@ -1,0 +1,52 @@
+"""A small MLP pair for the 2-D Gaussian mixtures (ring8, grid25): samples are ``[N, 2]`` points."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from igan.config import Config
+from igan.layers import MinibatchDiscrimination
+from igan.models.common import Discriminator, Generator, register_model
+
+
+class ToyGenerator(Generator):
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
+        layers, n_in = [], cfg.model.z_dim
+        for width in cfg.model.g_widths:
+            layers += [nn.Linear(n_in, width), nn.ReLU()]
+            n_in = width
+        layers.append(nn.Linear(n_in, cfg.data.channels))
+        self.net = nn.Sequential(*layers)
+
+    def body(self, z: torch.Tensor) -> torch.Tensor:
+        # z: [N, z_dim] in [0, 1]; centred so the first layer starts symmetric.
+        return self.net(2.0 * z - 1.0)
+
+
+class ToyDiscriminator(Discriminator):
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
+        self.layers = nn.ModuleList()
+        n_in = cfg.data.channels
+        for width in cfg.model.d_widths:
+            self.layers.append(nn.Linear(n_in, width))
+            n_in = width
+        t = cfg.techniques
+        self.mbd = MinibatchDiscrimination(n_in, t.mbd_kernels, t.mbd_dim) if t.minibatch_discrimination else None
+        self.out = nn.Linear(n_in + (t.mbd_kernels if self.mbd else 0), self.num_logits)
+
+    def forward(self, x: torch.Tensor, group_sizes: list[int] | None = None):
+        h, hidden = x, []
+        for layer in self.layers:
+            h = F.leaky_relu(layer(h), 0.2)
+            hidden.append(h)
+        if self.mbd is not None:
+            h = self.mbd(h, group_sizes)
+        return self.out(h), self.pick_feature(hidden)
+
+
+@register_model("toy_mlp")
+def build_toy_mlp(cfg: Config):
+    return ToyGenerator(cfg), ToyDiscriminator(cfg)

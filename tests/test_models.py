@@ -1,0 +1,74 @@
+"""Every model family builds from its preset and has the paper's shapes (tiny widths on CPU)."""
+import pytest
+import torch
+
+from igan.config import apply_overrides
+from igan.models import build_models
+from igan.presets import get_preset
+
+TINY = {
+    "digits": ["model.d_widths=[16,8]", "model.g_widths=[16]"],
+    "mnist": ["model.d_widths=[16,8]", "model.g_widths=[16]"],
+    "cifar10": ["model.d_widths=[8,8]", "model.g_widths=[16,8,8]"],
+    "svhn": ["model.d_widths=[8,8]", "model.g_widths=[16,8,8]", "techniques.minibatch_discrimination=true",
+             "techniques.mbd_kernels=4", "techniques.mbd_dim=3"],
+    "imagenet128": ["model.d_widths=[4,4,4,4,8]", "model.g_widths=[8,4,4,4,4]", "techniques.mbd_kernels=5",
+                    "techniques.mbd_dim=3", "techniques.vbn_reference_size=3"],
+    "ring8": [], "grid25": [],
+}
+
+
+def tiny(preset):
+    return apply_overrides(get_preset(preset), TINY[preset])
+
+
+@pytest.mark.parametrize("preset", list(TINY))
+def test_shapes(preset):
+    cfg = tiny(preset)
+    G, D = build_models(cfg)
+    x = G(torch.rand(4, cfg.model.z_dim))
+    shape = (4, 2) if cfg.model.name == "toy_mlp" else (4, cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    assert x.shape == shape
+    logits, feats = D(x)
+    assert logits.shape == (4, cfg.data.num_classes if cfg.techniques.semi_supervised else 1)
+    assert feats.dim() == 2 and feats.shape[0] == 4
+
+
+def test_output_ranges():
+    G, _ = build_models(tiny("digits"))
+    x = G(torch.rand(8, 100))
+    assert x.min() >= 0 and x.max() <= 1                # sigmoid output for [0, 1] pixels
+    G, _ = build_models(tiny("cifar10"))
+    x = G(torch.rand(8, 100))
+    assert x.min() >= -1 and x.max() <= 1               # tanh output
+
+
+def test_weight_norm_scale_trainable_only_in_last_layers():
+    G, D = build_models(get_preset("digits"))
+    d_g = [n for n, p in D.named_parameters() if n.endswith(".g") and p.requires_grad]
+    g_g = [n for n, p in G.named_parameters() if n.endswith(".g") and p.requires_grad]
+    assert d_g == ["out.g"] and g_g == ["out.g"]
+
+
+def test_vbn_generator_samples_do_not_depend_on_batch():
+    cfg = tiny("imagenet128")
+    G, _ = build_models(cfg)
+    z = torch.rand(3, cfg.model.z_dim)
+    torch.testing.assert_close(G(z)[:1], G(z[:1]))
+    assert G.reference_z.shape == (3, cfg.model.z_dim)
+
+
+def test_same_seed_same_models():
+    a, _ = build_models(tiny("digits"))
+    b, _ = build_models(tiny("digits"))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_fm_layer_choice():
+    cfg = apply_overrides(tiny("digits"), ["techniques.fm_layer=0"])
+    _, D = build_models(cfg)
+    assert D(torch.rand(2, 1, 8, 8))[1].shape == (2, 16)
+    cfg = apply_overrides(tiny("digits"), ["techniques.fm_layer=5"])
+    _, D = build_models(cfg)
+    with pytest.raises(ValueError, match="fm_layer=5"):
+        D(torch.rand(2, 1, 8, 8))

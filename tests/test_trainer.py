@@ -1,0 +1,113 @@
+"""The Trainer: gradients go where they should, every preset takes a step, resume is exact."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from igan.config import apply_overrides
+from igan.data.memory import ArraySplit, load_embedded
+from igan.loop import fit, save_checkpoint
+from igan.presets import get_preset
+from igan.trainer import NonFiniteLossError, Trainer, lr_factor
+from tests.test_models import tiny
+
+
+def _batch(cfg, n=6):
+    if cfg.model.name == "toy_mlp":
+        x = torch.randn(n, 2)
+    else:
+        x = torch.rand(n, cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    y = torch.randint(0, cfg.data.num_classes, (n,))
+    return x, x.flip(0), x, y
+
+
+@pytest.mark.parametrize("preset", ["digits", "mnist", "cifar10", "svhn", "imagenet128", "ring8", "grid25"])
+def test_one_step_per_preset(preset):
+    cfg = apply_overrides(tiny(preset), ["techniques.historical_averaging=true"])
+    x, x2, xl, yl = _batch(cfg)
+    trainer = Trainer(cfg, init_batch=x, device="cpu")
+    before_d = [p.detach().clone() for p in trainer.D.parameters()]
+    before_g = [p.detach().clone() for p in trainer.G.parameters() if p.requires_grad]
+    logs = trainer.train_step(x, x2, xl, yl)
+    assert {"loss_d", "loss_g"} <= set(logs) and trainer.step == 1
+    assert any(not torch.equal(a, p) for a, p in zip(before_d, trainer.D.parameters()))
+    assert any(not torch.equal(a, p) for a, p in zip(before_g, [p for p in trainer.G.parameters() if p.requires_grad]))
+
+
+def test_d_step_leaves_generator_without_gradients():
+    cfg = tiny("digits")
+    x, _, xl, yl = _batch(cfg)
+    trainer = Trainer(cfg, init_batch=x, device="cpu")
+    trainer._d_step(x, xl, yl)
+    assert all(p.grad is None for p in trainer.G.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.D.parameters())
+
+
+def test_g_step_leaves_discriminator_untouched():
+    cfg = apply_overrides(tiny("digits"), ["techniques.minibatch_discrimination=true",
+                                           "techniques.mbd_kernels=3", "techniques.mbd_dim=2"])
+    x, *_ = _batch(cfg)
+    trainer = Trainer(cfg, init_batch=x, device="cpu")
+    trainer.opt_d.zero_grad(set_to_none=True)
+    trainable = [p.requires_grad for p in trainer.D.parameters()]
+    trainer._g_step(x)
+    assert all(p.grad is None for p in trainer.D.parameters())
+    assert [p.requires_grad for p in trainer.D.parameters()] == trainable
+    assert any(p.grad is not None for p in trainer.G.parameters())
+
+
+def test_non_finite_loss_is_caught():
+    cfg = tiny("digits")
+    x, x2, xl, yl = _batch(cfg)
+    trainer = Trainer(cfg, init_batch=x, device="cpu")
+    with torch.no_grad():
+        trainer.D.out.bias.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match="non-finite"):
+        trainer.train_step(x, x2, xl, yl)
+
+
+def test_lr_schedule_matches_cifar_recipe():
+    cfg = get_preset("cifar10")
+    for epoch in (0, 400, 799, 800, 1000, 1199):
+        assert lr_factor(epoch, cfg) == pytest.approx(min(3 - epoch / 400, 1))
+
+
+RESUME_OVERRIDES = ["model.d_widths=[24,12]", "model.g_widths=[16]", "data.batch_size=20", "train.epochs=40",
+                    "techniques.historical_averaging=true", "techniques.minibatch_discrimination=true",
+                    "techniques.mbd_kernels=4", "techniques.mbd_dim=3", "train.steps_per_epoch=50"]
+
+
+def _resume_cfg():
+    return apply_overrides(get_preset("digits"), RESUME_OVERRIDES)
+
+
+def test_resume_is_exact_across_processes(tmp_path):
+    torch.set_num_threads(1)
+    cfg = _resume_cfg()
+    data = load_embedded(cfg, "train")
+    straight = fit(cfg, data, max_steps=2000)
+    half = fit(cfg, data, max_steps=1000)
+    save_checkpoint(half, tmp_path / "half.pt")
+    script = textwrap.dedent(f"""
+        import torch
+        torch.set_num_threads(1)
+        from igan.config import apply_overrides
+        from igan.presets import get_preset
+        from igan.data.memory import load_embedded
+        from igan.loop import fit, load_checkpoint, save_checkpoint
+        cfg = apply_overrides(get_preset("digits"), {RESUME_OVERRIDES!r})
+        trainer = load_checkpoint(cfg, {str(tmp_path / 'half.pt')!r})
+        fit(cfg, load_embedded(cfg, "train"), trainer=trainer, max_steps=2000)
+        save_checkpoint(trainer, {str(tmp_path / 'resumed.pt')!r})
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True)
+    resumed = torch.load(tmp_path / "resumed.pt", weights_only=False)
+    assert straight.step == resumed["step"] == 2000
+    for name in ("G", "D"):
+        ref = getattr(straight, name).state_dict()
+        for key, value in resumed[name].items():
+            assert torch.equal(ref[key], value), f"{name}.{key} differs after resume"
+    for a, b in zip(straight.ema.shadow, resumed["ema"]["shadow"]):
+        assert torch.equal(a, b)
