@@ -283,8 +283,12 @@ def _run_ray(ray, rows: list[dict], source: Source, params: ShardParams, root: F
     """Run :func:`write_shard` for every row as Ray Data tasks (one block per shard); returns the
     results with ``split`` and ``index`` added."""
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = progress
-    ctx.enable_operator_progress_bars = progress
+    saved = {k: getattr(ctx, k) for k in ("enable_progress_bars", "enable_operator_progress_bars",
+                                          "op_resource_reservation_enabled")}
+    ctx.enable_progress_bars = ctx.enable_operator_progress_bars = progress
+    # One map operator and a driver that only collects small result rows: Ray Data's per-operator
+    # reservation would hold back half the CPUs (on 2 CPUs, one task at a time); let the map use all.
+    ctx.op_resource_reservation_enabled = False
 
     def one(row: dict) -> dict:
         entries = pickle.loads(row["plan"])
@@ -293,11 +297,15 @@ def _run_ray(ray, rows: list[dict], source: Source, params: ShardParams, root: F
                           crash=crash_at is not None and index >= crash_at)
         return {"split": row["split"], "index": index, "result": json.dumps(res)}
 
-    ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-    ds = ds.map(one, num_cpus=1)
-    out = []
-    for row in ds.iter_rows():
-        res = json.loads(row["result"])
-        res.update(split=row["split"], index=int(row["index"]))
-        out.append(res)
+    try:
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        ds = ds.map(one, num_cpus=1)
+        out = []
+        for row in ds.iter_rows():
+            res = json.loads(row["result"])
+            res.update(split=row["split"], index=int(row["index"]))
+            out.append(res)
+    finally:
+        for k, v in saved.items():
+            setattr(ctx, k, v)
     return out

@@ -33,17 +33,49 @@ SPLIT_MODES = ("auto", "shard", "sample")
 
 def iter_tar(url: str, select: str | None = None) -> Iterator[dict]:
     """Samples of one shard as WebDataset dicts ``{"__key__": str, "png"|"jpg": bytes, "cls":
-    bytes}`` in file order. ``select``: read only members with that extension (e.g. ``"cls"``)."""
+    bytes}`` in file order. ``select``: keep only members with that extension (e.g. ``"cls"``).
+    Plain ustar members (what ``igan shard`` writes) are parsed directly; a shard using other tar
+    features (long-name or pax headers, ...) is read with WebDataset's tarfile-based expander."""
     from webdataset.tariterators import group_by_keys, tar_file_expander
 
     def keep(fname: str) -> bool:
         return select is None or fname.endswith("." + select)
 
-    stream = open_read(url)
-    try:
-        yield from group_by_keys(tar_file_expander([{"url": url, "stream": stream}], select_files=keep))
-    finally:
-        stream.close()
+    with open_read(url) as stream:
+        raw = stream.read()
+    members = _ustar_members(raw, url, keep)
+    if members is None:
+        members = tar_file_expander([{"url": url, "stream": io.BytesIO(raw)}], select_files=keep)
+    yield from group_by_keys(members)
+
+
+def _ustar_members(raw: bytes, url: str, keep) -> list[dict] | None:
+    """``[{"fname", "data", "__url__"}]`` of the regular files of an uncompressed ustar archive,
+    or None when the archive uses anything else (then the caller falls back to tarfile)."""
+    out, pos, end = [], 0, len(raw)
+    view = memoryview(raw)
+    while pos + 512 <= end:
+        header = raw[pos:pos + 512]
+        if header[0] == 0:  # end-of-archive blocks
+            break
+        kind = header[156:157]
+        if kind not in (b"0", b"\0") or header[257:262] != b"ustar":
+            return None
+        try:
+            size = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+        except ValueError:
+            return None
+        name = header[0:100].split(b"\0", 1)[0].decode("utf-8")
+        prefix = header[345:500].split(b"\0", 1)[0]
+        if prefix:
+            name = prefix.decode("utf-8") + "/" + name
+        start = pos + 512
+        if start + size > end:
+            raise ValueError(f"{url}: truncated tar member {name}")
+        if keep(name) and "/." not in "/" + name:
+            out.append({"fname": name, "data": bytes(view[start:start + size]), "__url__": url})
+        pos = start + (size + 511) // 512 * 512
+    return out
 
 
 def decode_image(data: bytes, channels: int) -> torch.Tensor:
