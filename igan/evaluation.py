@@ -1,0 +1,113 @@
+"""Evaluation of a Trainer: semi-supervised test error (EMA weights), a sample-quality score
+(Inception-v3 or a domain classifier), mode coverage on toy mixtures, and sample grids.
+
+Distributed callers generate samples on every rank, gather them, and pass them as ``samples``.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from igan.config import Config
+from igan.data.memory import ArraySplit
+from igan.data.pixels import to_uint8
+from igan.metrics import get_scorer, inception_score, mode_coverage, ssl_test_error
+from igan.metrics.inception_net import InceptionWeightsNotFound
+
+TOY_SETS = ("ring8", "grid25")
+INCEPTION_SETS = ("cifar10", "imagenet")
+
+
+def scorer_kind(cfg: Config) -> str:
+    """Which scorer ``eval.scorer=auto`` means for this data set: ``inception``, ``domain`` or ``none``."""
+    if cfg.eval.scorer != "auto":
+        return cfg.eval.scorer
+    if cfg.data.dataset in TOY_SETS:
+        return "none"
+    return "inception" if cfg.data.dataset in INCEPTION_SETS else "domain"
+
+
+def make_scorer(cfg: Config, train: ArraySplit | None = None, cache_dir: str | None = None):
+    """The scorer for ``cfg`` or None. Domain classifiers are trained on ``train`` (real labeled
+    images in model range) once and cached; Inception weights come from a local file, and when
+    they are absent the score is skipped with a warning naming where to put them."""
+    kind = scorer_kind(cfg)
+    if kind == "none":
+        return None
+    if kind == "domain":
+        if train is None:
+            return None
+        return get_scorer("domain", key=cfg.data.dataset, images=train.x, labels=train.y,
+                          num_classes=cfg.data.num_classes, cache_dir=cache_dir)
+    try:
+        return get_scorer("inception")
+    except InceptionWeightsNotFound as exc:
+        warnings.warn(f"Inception score skipped: {exc}", stacklevel=2)
+        return None
+
+
+def score_samples(samples: torch.Tensor, cfg: Config, scorer=None) -> dict[str, float]:
+    """Sample-quality metrics of generated ``samples`` (model range): ``inception_score`` and
+    ``inception_score_std`` with a scorer; ``modes_captured`` and ``high_quality_fraction`` on toy sets."""
+    out: dict[str, float] = {}
+    if cfg.data.dataset in TOY_SETS:
+        from igan.data.toy import TOY_STD, toy_centers
+
+        modes, hq = mode_coverage(samples.numpy(), toy_centers(cfg.data.dataset), TOY_STD[cfg.data.dataset])
+        out.update(modes_captured=float(modes), high_quality_fraction=float(hq))
+    if scorer is not None:
+        images = samples if scorer_kind(cfg) == "domain" else to_uint8(samples, cfg.data.pixel_range)
+        probs = torch.as_tensor(scorer.probabilities(images))
+        splits = min(cfg.eval.splits, len(probs))
+        mean, std = inception_score(probs, splits=splits)
+        out.update(inception_score=float(mean), inception_score_std=float(std))
+    return out
+
+
+def evaluate(trainer, cfg: Config, test: ArraySplit | None = None, scorer=None,
+             samples: torch.Tensor | None = None) -> dict[str, float]:
+    """All metrics of the current trainer state: ``ssl_test_error`` (fraction, EMA classifier) for
+    semi-supervised runs with a test split, plus :func:`score_samples` on ``samples`` (default:
+    ``eval.num_samples`` fresh samples from a fixed seed)."""
+    out: dict[str, float] = {}
+    if cfg.techniques.semi_supervised and test is not None and len(test):
+        out["ssl_test_error"] = ssl_test_error(trainer.classify, test.x, test.y)
+    if cfg.data.dataset in TOY_SETS or scorer is not None:
+        if samples is None:
+            samples = trainer.generate(cfg.eval.num_samples, seed=cfg.train.seed + 104729)
+        out.update(score_samples(samples, cfg, scorer))
+    return out
+
+
+def sample_grid(samples: torch.Tensor, cfg: Config, nrow: int | None = None) -> np.ndarray:
+    """A PNG-ready ``uint8 [H, W, 3]`` picture of ``samples``: an image grid of ``nrow`` columns,
+    or, for 2-D toy samples, a 256x256 scatter of the points over ``[-5, 5]^2`` (mode centres red)."""
+    if samples.dim() == 2:
+        return _scatter(samples, cfg)
+    from torchvision.utils import make_grid
+
+    nrow = nrow or cfg.eval.grid_size
+    images = to_uint8(samples[: nrow * nrow], cfg.data.pixel_range)
+    if images.shape[1] == 1:
+        images = images.repeat(1, 3, 1, 1)
+    grid = make_grid(images, nrow=nrow, padding=1, pad_value=0)
+    return grid.permute(1, 2, 0).contiguous().numpy()
+
+
+def _scatter(points: torch.Tensor, cfg: Config, size: int = 256, extent: float = 5.0) -> np.ndarray:
+    from igan.data.toy import toy_centers
+
+    img = np.full((size, size, 3), 255, dtype=np.uint8)
+
+    def pix(xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ij = np.clip(((xy + extent) / (2 * extent) * (size - 1)).round().astype(int), 0, size - 1)
+        return size - 1 - ij[:, 1], ij[:, 0]
+
+    r, c = pix(points.numpy())
+    img[r, c] = (30, 60, 200)
+    if cfg.data.dataset in TOY_SETS:
+        r, c = pix(toy_centers(cfg.data.dataset))
+        img[r, c] = (220, 20, 20)
+    return img
