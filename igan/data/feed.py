@@ -1,0 +1,210 @@
+"""Per-rank, per-epoch batch feeds for data-parallel training (one feed per Ray Train worker).
+
+A feed yields :class:`igan.data.memory.Batch` ``(x_unl, x_unl2, x_lab, y_lab)`` for one rank of
+``world_size``; every rank gets the same number of steps per epoch (``feed.steps_per_epoch``), so
+DDP's collectives stay in lock-step. Two kinds:
+
+:class:`MemoryFeed` (small splits, e.g. digits, MNIST, CIFAR: the decoded split fits in
+``memory_limit`` bytes). The epoch's order is the authors' batching of
+:class:`~igan.data.memory.EpochBatches`, drawn from ``[seed, epoch]`` alone: a permutation of the
+unlabeled set, a second independent permutation for the feature-matching batch, and the labeled
+subset tiled to the unlabeled size and shuffled. Global batch ``j`` is the slice ``[j*B, (j+1)*B)``
+of these; rank ``r`` takes global batches ``r, r + W, r + 2W, ...``. So the ranks together see
+every unlabeled example at most once per epoch (the last ``N mod (B*W)`` are dropped), and with
+one worker the feed equals the plain loop's batches exactly.
+
+:class:`StreamFeed` (large splits): the unlabeled stream is the rank's part of
+:class:`~igan.data.shards.ShardDataset` (shard order and shuffle buffer from ``(seed, epoch)``),
+batched with the last partial batch dropped and cut to the smallest rank's batch count. The
+feature-matching batch ``x_unl2`` is the previous step's unlabeled batch (the first step of an
+epoch uses its own batch): an independently shuffled set of real examples at no extra read or
+decode cost. The labeled subset (:func:`~igan.data.shards.labeled_subset`) is held in memory and
+drawn per epoch, tiled and shuffled, from ``[seed, epoch, rank]``.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from igan.config import Config
+from igan.data.labeled import select_labeled
+from igan.data.memory import ArraySplit, Batch
+
+DEFAULT_MEMORY_LIMIT = 200 * 1024 * 1024  # decoded float32 bytes under which a split is read whole
+
+
+def _labeled_per_class(cfg: Config) -> int:
+    return cfg.data.labels_per_class if cfg.techniques.semi_supervised else 0
+
+
+def _cap(steps: int, cfg: Config) -> int:
+    cap = cfg.train.steps_per_epoch
+    return steps if cap == 0 else min(cap, steps)
+
+
+class MemoryFeed:
+    """The authors' epoch batching over an in-memory split, restricted to one rank (module doc)."""
+
+    def __init__(self, train: ArraySplit, cfg: Config, rank: int = 0, world_size: int = 1,
+                 labeled: torch.Tensor | None = None):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in 0..{world_size - 1}; got {rank}")
+        self.train, self.cfg, self.rank, self.world_size = train, cfg, rank, world_size
+        self.batch_size, self.seed = cfg.data.batch_size, cfg.train.seed
+        if labeled is None:
+            labeled = torch.from_numpy(select_labeled(train.y.numpy(), _labeled_per_class(cfg),
+                                                      cfg.data.label_seed, cfg.data.num_classes))
+        self.labeled = labeled
+        global_batch = self.batch_size * world_size
+        if len(train) < global_batch:
+            raise ValueError(f"the training split has {len(train)} examples, fewer than data.batch_size="
+                             f"{self.batch_size} x {world_size} workers")
+        self.steps_per_epoch = _cap(len(train) // global_batch, cfg)
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def init_batch(self) -> torch.Tensor:
+        """Real examples for the data-dependent initialisation (the plain loop's draw)."""
+        perm = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(self.seed))
+        return self.train.x[perm[: max(1, self.cfg.techniques.wn_init_examples)]]
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        """This rank's batches ``start..steps_per_epoch-1`` of ``epoch``."""
+        rng = np.random.default_rng([self.seed, epoch])
+        n, b, w = len(self.train), self.batch_size, self.world_size
+        perm, perm2 = torch.from_numpy(rng.permutation(n)), torch.from_numpy(rng.permutation(n))
+        lab = None
+        if len(self.labeled):
+            tiled = self.labeled.repeat(-(-n // len(self.labeled)))
+            lab = tiled[torch.from_numpy(rng.permutation(len(tiled)))]
+        x, y = self.train.x, self.train.y
+        for i in range(start, self.steps_per_epoch):
+            j = i * w + self.rank
+            sl = slice(j * b, (j + 1) * b)
+            x_lab = y_lab = None
+            if lab is not None:
+                x_lab, y_lab = x[lab[sl]], y[lab[sl]]
+            yield Batch(x[perm[sl]], x[perm2[sl]], x_lab, y_lab)
+
+
+def _consumer_batches(ds, consumer: int, consumers: int, batch_size: int) -> int:
+    shards, mod, rem = ds.plan(consumer, consumers)
+    if mod == 1:
+        n = sum(ds.counts[i] for i in shards)
+    else:
+        n = len(range(rem, sum(ds.counts), mod))
+    return n // batch_size
+
+
+class StreamFeed:
+    """The rank's part of a sharded split, streamed (module doc)."""
+
+    def __init__(self, root: str, cfg: Config, rank: int = 0, world_size: int = 1, split: str = "train"):
+        from igan.data.shards import ShardDataset, labeled_subset
+
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.batch_size, self.seed = cfg.data.batch_size, cfg.train.seed
+        self.root, self.split = root, split
+        self.dataset = ShardDataset(root, split, rank=rank, world_size=world_size, shuffle=True,
+                                    shuffle_buffer=cfg.data.shuffle_buffer, seed=self.seed,
+                                    pixel_range=cfg.data.pixel_range)
+        self.loader_workers = cfg.data.loader_workers
+        self.steps_per_epoch = _cap(self._min_batches(0), cfg)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{root}/{split}: fewer examples per worker than data.batch_size={self.batch_size}")
+        self.x_lab = self.y_lab = None
+        per_class = _labeled_per_class(cfg)
+        if per_class:
+            self.x_lab, self.y_lab = labeled_subset(root, split, per_class, cfg.data.label_seed,
+                                                    cfg.data.num_classes, cfg.data.pixel_range)
+
+    def _min_batches(self, epoch: int) -> int:
+        """Batches per epoch of the slowest rank (all loader workers together)."""
+        self.dataset.set_epoch(epoch)
+        w = max(1, self.loader_workers)
+        return min(sum(_consumer_batches(self.dataset, r * w + i, self.world_size * w, self.batch_size)
+                       for i in range(w)) for r in range(self.world_size))
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def init_batch(self) -> torch.Tensor:
+        """The first ``wn_init_examples`` examples of epoch 0's stream as rank 0 of 1 sees it (the
+        same on every rank)."""
+        from igan.data.shards import ShardDataset
+
+        ds = ShardDataset(self.root, self.split, shuffle=True, shuffle_buffer=self.cfg.data.shuffle_buffer,
+                          seed=self.seed, pixel_range=self.cfg.data.pixel_range)
+        want, out = max(1, self.cfg.techniques.wn_init_examples), []
+        for image, _ in ds:
+            out.append(image)
+            if len(out) >= want:
+                break
+        return torch.stack(out)
+
+    def _labeled_order(self, epoch: int) -> torch.Tensor | None:
+        if self.y_lab is None:
+            return None
+        need = self.steps_per_epoch * self.batch_size
+        tiled = torch.arange(len(self.y_lab)).repeat(-(-need // len(self.y_lab)))
+        rng = np.random.default_rng([self.seed, epoch, self.rank])
+        return tiled[torch.from_numpy(rng.permutation(len(tiled)))]
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
+        """This rank's batches ``start..steps_per_epoch-1`` of ``epoch`` (``start`` > 0 reads and
+        skips the earlier ones)."""
+        from torch.utils.data import DataLoader
+
+        self.dataset.set_epoch(epoch)
+        loader = DataLoader(self.dataset, batch_size=self.batch_size, num_workers=self.loader_workers,
+                            drop_last=True, persistent_workers=False)
+        lab = self._labeled_order(epoch)
+        b, prev = self.batch_size, None
+        for i, (x, _) in enumerate(loader):
+            if i >= self.steps_per_epoch:
+                break
+            x2 = prev if prev is not None else x
+            prev = x
+            if i < start:
+                continue
+            x_lab = y_lab = None
+            if lab is not None:
+                idx = lab[i * b:(i + 1) * b]
+                x_lab, y_lab = self.x_lab[idx], self.y_lab[idx]
+            yield Batch(x, x2, x_lab, y_lab)
+
+
+def decoded_bytes(root: str, split: str = "train") -> int:
+    """Bytes a split takes decoded to float32 (``num_samples * C * H * W * 4``)."""
+    from igan.data.manifest import split_manifest
+
+    _, m = split_manifest(root, split)
+    h, w = m["image_size"]
+    return int(m["num_samples"]) * int(m["channels"]) * int(h) * int(w) * 4
+
+
+def load_split(cfg: Config, root: str | None, split: str) -> ArraySplit:
+    """A whole split in memory, in model range: the embedded toy sets (``root`` None) or a shard root."""
+    if root is None:
+        from igan.data.memory import load_embedded
+
+        return load_embedded(cfg, split)
+    from igan.data.shards import read_split
+
+    x, y = read_split(root, split, cfg.data.pixel_range)
+    return ArraySplit(x, y)
+
+
+def make_feed(cfg: Config, root: str | None, rank: int = 0, world_size: int = 1,
+              memory_limit: int = DEFAULT_MEMORY_LIMIT) -> MemoryFeed | StreamFeed:
+    """The feed for this rank: :class:`MemoryFeed` for the embedded toy sets (``root`` None) and for
+    shard roots whose train split decodes to at most ``memory_limit`` bytes, else :class:`StreamFeed`."""
+    if root is None or decoded_bytes(root, "train") <= memory_limit:
+        return MemoryFeed(load_split(cfg, root, "train"), cfg, rank, world_size)
+    return StreamFeed(root, cfg, rank, world_size)
+
+
+__all__ = ["MemoryFeed", "StreamFeed", "make_feed", "load_split", "decoded_bytes", "DEFAULT_MEMORY_LIMIT"]
