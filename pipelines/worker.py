@@ -1,0 +1,352 @@
+"""The training loop of one Ray Train worker: igan's :class:`~igan.trainer.Trainer` with G and D
+under DDP, fed this rank's batches, evaluated every ``eval.every`` epochs and checkpointed through
+Ray Train every ``train.checkpoint_every`` epochs and at the end.
+
+Rank 0 sends one event per epoch (losses, metrics, a sample grid) to the driver through a Ray
+queue (``events``); the driver prints progress and logs to MLflow, so workers need no MLflow access.
+Events: ``start``, ``epoch``, ``nonfinite`` (the run stopped on a NaN/inf loss), ``done``.
+
+Checkpoints: a folder with ``state.pt`` (rank 0's :meth:`Trainer.state_dict`), ``meta.json``
+(epochs done, step, MLflow run id, last metrics), ``config.yaml``, and ``rng-rank<R>.pt`` from every
+rank (Ray Train merges the ranks' folders), so a restart continues every rank's noise exactly.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from igan.config import Config, dump_yaml
+from igan.data.feed import DEFAULT_MEMORY_LIMIT, decoded_bytes, load_split, make_feed
+from igan.data.memory import ArraySplit
+from igan.trainer import NonFiniteLossError, Trainer
+
+FAIL_ONCE_ENV = "IGAN_TEST_FAIL_ONCE"  # "RANK:EPOCH" (EPOCH 1-based, as printed): test-only crash
+STATE, META, CONFIG, RANK_RNG = "state.pt", "meta.json", "config.yaml", "rng-rank{}.pt"
+SAMPLE_SEED_OFFSET = 104729  # fixed noise for evaluation samples and grids (as igan.evaluation)
+
+
+# -- entry point -------------------------------------------------------------------------------
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """The function Ray Train runs on every worker. ``loop_config``: ``config`` (Config dict),
+    ``data_root`` (shard root or None for the embedded toy sets), ``run_id``, ``events`` (a
+    ``ray.util.queue.Queue`` or None: print instead), ``threads`` (torch threads, 0: leave),
+    ``fail_once`` (``"RANK:EPOCH"`` or None) and ``fail_marker`` (file marking it done),
+    ``report_every_epoch`` (report metrics to Ray Train after every epoch, e.g. for Tune)."""
+    import ray.train
+
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if loop_config.get("threads"):
+        torch.set_num_threads(int(loop_config["threads"]))
+    cfg = Config.from_dict(loop_config["config"])
+    events = Events(loop_config.get("events") if rank == 0 else None, enabled=rank == 0)
+    trainer, feed, done = build(cfg, loop_config.get("data_root"), rank, world)
+    evaluator = Evaluator(cfg, loop_config.get("data_root"), rank, world)
+    events.send("start", epochs_done=done, step=trainer.step, steps_per_epoch=len(feed), world_size=world,
+                epochs=cfg.train.epochs)
+    train_epochs(trainer, feed, evaluator, cfg, done, rank, world, events, loop_config)
+
+
+def build(cfg: Config, data_root: str | None, rank: int, world: int) -> tuple[Trainer, Any, int]:
+    """This rank's feed and Trainer (under DDP when ``world`` > 1), restored from Ray Train's latest
+    checkpoint when there is one. Returns ``(trainer, feed, epochs_done)``."""
+    import ray.train.torch
+
+    feed = make_feed(cfg, data_root, rank, world)
+    device = ray.train.torch.get_device()
+    trainer = Trainer(cfg, init_batch=feed.init_batch(), device=device, wrap=_wrapper(world))
+    done = restore(trainer, cfg, rank)
+    if done is None:
+        seed_rank(trainer, cfg, rank)
+        done = 0
+    return trainer, feed, done
+
+
+def _wrapper(world: int):
+    """``prepare_model`` (DDP when ``world`` > 1). Buffers are not broadcast on every forward: the
+    only ones are G's batch-norm running statistics (used only to generate in eval mode) and VBN's
+    fixed reference noise (identical on all ranks from the start)."""
+    import ray.train.torch
+
+    def wrap(module: torch.nn.Module) -> torch.nn.Module:
+        return ray.train.torch.prepare_model(module, parallel_strategy_kwargs={"broadcast_buffers": False})
+    return wrap
+
+
+def seed_rank(trainer: Trainer, cfg: Config, rank: int, salt: int = 0) -> None:
+    """Give rank ``rank`` > 0 its own noise streams (latent z, dropout and Gaussian noise); rank 0
+    keeps the Trainer's, so one worker reproduces the plain loop."""
+    if rank == 0 and salt == 0:
+        return
+    base = cfg.train.seed * 1_000_003 + 7919 * rank + 104_729 * salt
+    trainer.noise.manual_seed(base + 1)
+    torch.manual_seed(base + 2)
+
+
+# -- the loop ------------------------------------------------------------------------------------
+def train_epochs(trainer: Trainer, feed, evaluator: "Evaluator", cfg: Config, done: int, rank: int, world: int,
+                 events: "Events", loop_config: dict) -> None:
+    """Epochs ``done..train.epochs-1``: train, evaluate when due, send the epoch event, checkpoint
+    when due. Stops (without a checkpoint) on a non-finite loss on any rank."""
+    t0, metrics = time.perf_counter(), {}
+    for epoch in range(done, cfg.train.epochs):
+        maybe_fail(loop_config.get("fail_once"), loop_config.get("fail_marker"), rank, epoch)
+        trainer.set_epoch(epoch)
+        batches = feed.epoch(epoch)
+        if rank == 0 and str(epoch + 1) == str(loop_config.get("nonfinite_epoch")):
+            batches = _poisoned(batches)
+        losses, error = run_epoch(trainer, batches, world)
+        if error is not None:
+            events.send("nonfinite", reason=error, epoch=epoch + 1, step=trainer.step)
+            return
+        last = epoch + 1 == cfg.train.epochs
+        metrics, grid = dict(losses), None
+        if (epoch + 1) % cfg.eval.every == 0 or last:
+            scores, grid = evaluator.evaluate(trainer)
+            metrics.update(scores)
+        events.send("epoch", epoch=epoch + 1, step=trainer.step, metrics=metrics, grid=grid,
+                    elapsed=time.perf_counter() - t0)
+        if (epoch + 1) % cfg.train.checkpoint_every == 0 or last:
+            save_checkpoint(trainer, cfg, epoch + 1, rank, loop_config.get("run_id"), metrics)
+        elif loop_config.get("report_every_epoch"):
+            import ray.train
+
+            ray.train.report({"epoch": epoch + 1, "step": trainer.step, **metrics})
+    events.send("done", step=trainer.step, epochs_done=cfg.train.epochs, metrics=metrics)
+
+
+def run_epoch(trainer: Trainer, batches, world: int) -> tuple[dict[str, float], str | None]:
+    """One epoch of this rank's ``batches``. Returns the losses averaged over steps and ranks, or
+    ``({}, reason)`` when a loss became non-finite on any rank (all ranks stop at the same step)."""
+    sums: dict[str, float] = {}
+    count = 0
+    for batch in batches:
+        error = None
+        try:
+            logs = trainer.train_step(*batch)
+        except NonFiniteLossError as exc:
+            error = f"rank {_rank()}: {exc}"
+        if world > 1:
+            error = _agree_on_error(error, trainer.device)
+        if error is not None:
+            return {}, error
+        for k, v in logs.items():
+            sums[k] = sums.get(k, 0.0) + v
+        count += 1
+    means = {k: v / max(count, 1) for k, v in sorted(sums.items())}
+    if world > 1 and means:
+        import torch.distributed as dist
+
+        t = torch.tensor(list(means.values()), dtype=torch.float64, device=trainer.device)
+        dist.all_reduce(t)
+        means = dict(zip(means, (t / world).tolist()))
+    return means, None
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _agree_on_error(error: str | None, device: torch.device) -> str | None:
+    """Collective: every rank learns whether any rank hit a non-finite loss, and its message."""
+    import torch.distributed as dist
+
+    flag = torch.tensor([0.0 if error is None else 1.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item() == 0:
+        return None
+    errors: list = [None] * dist.get_world_size()
+    dist.all_gather_object(errors, error)
+    return next(e for e in errors if e is not None)
+
+
+def _poisoned(batches):
+    """Test-only (``IGAN_TEST_NONFINITE``): the epoch's first batch with NaN images."""
+    for i, batch in enumerate(batches):
+        yield batch._replace(x_unl=torch.full_like(batch.x_unl, float("nan"))) if i == 0 else batch
+
+
+def maybe_fail(spec: str | None, marker: str | None, rank: int, epoch: int) -> None:
+    """Test-only fault injection: raise once when ``spec`` = ``"RANK:EPOCH"`` matches this rank at
+    the start of that (1-based) epoch and ``marker`` does not exist yet (it is created first)."""
+    if not spec or not marker:
+        return
+    want_rank, want_epoch = (int(v) for v in spec.split(":"))
+    if rank != want_rank or epoch + 1 != want_epoch or os.path.exists(marker):
+        return
+    Path(marker).parent.mkdir(parents=True, exist_ok=True)
+    Path(marker).write_text(f"rank {rank} epoch {epoch + 1}\n")
+    raise RuntimeError(f"{FAIL_ONCE_ENV}: injected failure on rank {rank} at the start of epoch {epoch + 1}")
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+class Evaluator:
+    """Evaluation shared by all ranks: SSL test error over the ranks' parts of the test split,
+    samples generated on every rank and scored on rank 0, a sample grid on rank 0."""
+
+    def __init__(self, cfg: Config, data_root: str | None, rank: int, world: int):
+        from igan.evaluation import TOY_SETS, make_scorer, scorer_kind
+
+        self.cfg, self.rank, self.world, self.root = cfg, rank, world, data_root
+        self.test = None
+        if cfg.techniques.semi_supervised:
+            self.test = self._test_part()
+        self.wants_samples = cfg.data.dataset in TOY_SETS or scorer_kind(cfg) != "none"
+        self.scorer = None
+        if rank == 0 and scorer_kind(cfg) != "none":
+            train = load_split(cfg, data_root, "train") if scorer_kind(cfg) == "domain" else None
+            self.scorer = make_scorer(cfg, train=train)
+
+    def _test_part(self) -> ArraySplit | None:
+        """This rank's slice of the test split in memory (small splits), else None (streamed)."""
+        if self.root is not None and decoded_bytes(self.root, "test") > DEFAULT_MEMORY_LIMIT:
+            return None
+        test = load_split(self.cfg, self.root, "test")
+        return ArraySplit(test.x[self.rank::self.world], test.y[self.rank::self.world])
+
+    def _test_batches(self):
+        if self.test is not None:
+            for s in range(0, len(self.test), 1000):
+                yield self.test.x[s:s + 1000], self.test.y[s:s + 1000]
+            return
+        from torch.utils.data import DataLoader
+
+        from igan.data.shards import ShardDataset
+
+        ds = ShardDataset(self.root, "test", rank=self.rank, world_size=self.world, shuffle=False,
+                          pixel_range=self.cfg.data.pixel_range)
+        yield from DataLoader(ds, batch_size=500)
+
+    def ssl_error(self, trainer: Trainer) -> float:
+        """Test error (fraction) of the EMA classifier over the whole test split."""
+        wrong = total = 0
+        for x, y in self._test_batches():
+            wrong += int((trainer.classify(x).argmax(1) != y).sum())
+            total += len(y)
+        if self.world > 1:
+            import torch.distributed as dist
+
+            t = torch.tensor([wrong, total], dtype=torch.float64, device=trainer.device)
+            dist.all_reduce(t)
+            wrong, total = t.tolist()
+        return float(wrong) / max(float(total), 1.0)
+
+    def samples(self, trainer: Trainer) -> torch.Tensor | None:
+        """``eval.num_samples`` samples generated across the ranks, gathered on rank 0 (None elsewhere)."""
+        n = self.cfg.eval.num_samples
+        share = -(-n // self.world)
+        mine = trainer.generate(min(share, max(0, n - self.rank * share)),
+                                seed=self.cfg.train.seed + SAMPLE_SEED_OFFSET + 7919 * self.rank)
+        if self.world == 1:
+            return mine
+        import torch.distributed as dist
+
+        parts = [None] * self.world if self.rank == 0 else None
+        dist.gather_object(mine, parts, dst=0)
+        return torch.cat([p for p in parts if len(p)]) if self.rank == 0 else None
+
+    def evaluate(self, trainer: Trainer) -> tuple[dict[str, float], Any]:
+        """``(metrics, grid)``: metrics on every rank (scores only on rank 0), the sample grid
+        (``uint8 [H, W, 3]``) on rank 0, None elsewhere."""
+        from igan.evaluation import sample_grid, score_samples
+
+        out: dict[str, float] = {}
+        if self.cfg.techniques.semi_supervised:
+            out["ssl_test_error"] = self.ssl_error(trainer)
+        samples = self.samples(trainer) if self.wants_samples else None
+        grid = None
+        if self.rank == 0:
+            if samples is not None:
+                out.update(score_samples(samples, self.cfg, self.scorer))
+            if samples is not None and samples.dim() == 2:  # toy points: a scatter of all of them
+                grid = sample_grid(samples, self.cfg)
+            else:
+                side = self.cfg.eval.grid_size
+                grid = sample_grid(trainer.generate(side * side, seed=self.cfg.train.seed + SAMPLE_SEED_OFFSET),
+                                   self.cfg)
+        return out, grid
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+def _rng_state(trainer: Trainer) -> dict:
+    state = {"torch": torch.get_rng_state(), "noise": trainer.noise.get_state()}
+    if trainer.device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(trainer.device)
+    return state
+
+
+def _set_rng_state(trainer: Trainer, state: dict) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    trainer.noise.set_state(state["noise"].cpu())
+    if "cuda" in state and trainer.device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"].cpu(), trainer.device)
+
+
+def save_checkpoint(trainer: Trainer, cfg: Config, epochs_done: int, rank: int, run_id: str | None,
+                    metrics: dict[str, float]) -> None:
+    """Report a checkpoint to Ray Train (a collective: every rank calls it)."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        torch.save(_rng_state(trainer), d / RANK_RNG.format(rank))
+        if rank == 0:
+            torch.save(trainer.state_dict(), d / STATE)
+            (d / META).write_text(json.dumps({"epochs_done": epochs_done, "step": trainer.step, "run_id": run_id,
+                                              "metrics": metrics, "preset": cfg.preset}))
+            (d / CONFIG).write_text(dump_yaml(cfg))
+        ray.train.report({"epoch": epochs_done, "step": trainer.step, **metrics},
+                         checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
+    """``(state, meta)`` of a checkpoint folder (local path)."""
+    path = Path(path)
+    return torch.load(path / STATE, map_location="cpu", weights_only=False), json.loads((path / META).read_text())
+
+
+def restore(trainer: Trainer, cfg: Config, rank: int) -> int | None:
+    """Load Ray Train's latest checkpoint into ``trainer`` (and this rank's noise state); returns the
+    epochs done, or None when the run starts fresh."""
+    import ray.train
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as d:
+        state, meta = read_checkpoint(d)
+        rng_file = Path(d) / RANK_RNG.format(rank)
+        rng = torch.load(rng_file, map_location="cpu", weights_only=False) if rng_file.exists() else None
+    trainer.load_state_dict(state)
+    done = int(meta["epochs_done"])
+    if rng is not None:
+        _set_rng_state(trainer, rng)
+    else:  # the world size changed: a fresh, distinct stream per rank
+        seed_rank(trainer, cfg, rank, salt=done + 1)
+    return done
+
+
+# -- events to the driver ------------------------------------------------------------------------
+class Events:
+    """Rank 0's messages to the driver: put on a Ray queue, or printed when there is none."""
+
+    def __init__(self, queue, enabled: bool):
+        self.queue, self.enabled = queue, enabled
+
+    def send(self, kind: str, **fields) -> None:
+        if not self.enabled:
+            return
+        event = {"kind": kind, **fields}
+        if self.queue is not None:
+            self.queue.put(event)
+        else:
+            shown = {k: v for k, v in event.items() if k != "grid"}
+            print(f"igan worker: {shown}", flush=True)
