@@ -484,3 +484,17 @@ def _summary_metrics(client, run_id: str) -> dict[str, float]:
     except MlflowException:
         return {}
     return {k: float(metrics[k]) for k in SUMMARY_METRICS if k in metrics}
+
+
+@torch.no_grad()
+def generate_samples(generator: nn.Module, cfg: Config, n: int, seed: int = 0,
+                     device: str | torch.device = "cpu", batch_size: int = 500) -> torch.Tensor:
+    """``n`` samples (CPU, float, model range) from a loaded generator, drawing ``z ~ U(0, 1)`` in
+    batches from a generator seeded with ``seed`` exactly as :meth:`igan.trainer.Trainer.generate`
+    does, so a registered generator reproduces the trainer's samples for the same seed."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for start in range(0, n, batch_size):
+        z = torch.rand(min(batch_size, n - start), cfg.model.z_dim, generator=gen)
+        out.append(generator(z.to(device)).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0)
