@@ -46,8 +46,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         torch.set_num_threads(int(loop_config["threads"]))
     cfg = Config.from_dict(loop_config["config"])
     events = Events(loop_config.get("events") if rank == 0 else None, enabled=rank == 0)
-    trainer, feed, done = build(cfg, loop_config.get("data_root"), rank, world)
+    # The evaluator first: training a domain classifier draws from torch's global RNG, which the
+    # Trainer seeds when it is built, so the run does not depend on whether the scorer was cached.
     evaluator = Evaluator(cfg, loop_config.get("data_root"), rank, world)
+    trainer, feed, done = build(cfg, loop_config.get("data_root"), rank, world)
     events.send("start", epochs_done=done, step=trainer.step, steps_per_epoch=len(feed), world_size=world,
                 epochs=cfg.train.epochs)
     train_epochs(trainer, feed, evaluator, cfg, done, rank, world, events, loop_config)
