@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="shard root: a folder or URI (s3://, gs://, file://); each split goes to DIR/<split>/")
     parser.add_argument("--src", metavar="PATH",
                         help="raw files: CIFAR folder or .tar.gz, SVHN/MNIST folder, ImageNet root with "
-                             "train/ and val/ (digits needs none)")
+                             "train/ and val/ (digits needs none); on a cluster, a path every node can read")
     parser.add_argument("--split", metavar="NAME", help="shard only this split (default: all the source has)")
     parser.add_argument("--image-size", type=int, metavar="N",
                         help="output side in pixels (default: 128 for imagenet, native for the others)")

@@ -28,7 +28,7 @@ from igan.data import imaging
 from igan.data.manifest import MANIFEST, read_manifest, shard_name, write_manifest
 from igan.data.sources import Entry, Source, SourceError, get_source
 from igan.data.sources.base import describe_error
-from igan.data.storage import Folder
+from igan.data.storage import Folder, is_uri
 from pipelines.errors import UserError
 
 PROGRESS = ".progress"
@@ -137,13 +137,42 @@ def _completed(folder: Folder, name: str, fingerprint: str, files: set[str]) -> 
     return None
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """UserError when ``address`` (``host:port`` or ``ray://host:port``) refuses TCP connections;
+    Ray itself would retry for minutes without a word. ``auto`` and other forms are not checked."""
+    import socket
+
+    hostport = address.split("://", 1)[-1]
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UserError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc})") from None
+
+
 def _init_ray(address: str | None):
     import ray
 
     if ray.is_initialized():
         return ray
-    if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address or None, log_to_driver=False)
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address and address.startswith("ray://"):
+        # Ray Client from outside the cluster: ship this checkout's code to the workers
+        import igan
+        import pipelines
+
+        code = [os.path.dirname(igan.__file__), os.path.dirname(pipelines.__file__)]
+        init = dict(address=address, log_to_driver=False, runtime_env={"py_modules": code})
+    elif address:
+        init = dict(address=address, log_to_driver=False)
+    if address:
+        _check_reachable(address)
+        try:
+            ray.init(**init)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise UserError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     else:
         ray.init(include_dashboard=False, log_to_driver=False)
     return ray
@@ -174,6 +203,8 @@ def shard_dataset(dataset: str, out: str, src: str | None = None, split: str | N
         raise UserError(f"--image-size must be in 1..4096, got {image_size}")
     if samples_per_shard is not None and int(samples_per_shard) < 1:
         raise UserError(f"--samples-per-shard must be >= 1, got {samples_per_shard}")
+    if address and engine == "ray":
+        _check_reachable(address)
     if engine not in ("ray", "local"):
         raise UserError(f"engine must be ray or local; got {engine!r}")
     if crop not in imaging.CROPS:
@@ -182,7 +213,7 @@ def shard_dataset(dataset: str, out: str, src: str | None = None, split: str | N
     per_shard = int(samples_per_shard or source.samples_per_shard)
     params = ShardParams(dataset, source.fmt, source.channels, size, crop, quality)
     root = Folder(out)
-    if not root.url.count("://") and os.path.exists(root.url) and not os.path.isdir(root.url):
+    if not is_uri(root.url) and os.path.exists(root.url) and not os.path.isdir(root.url):
         raise UserError(f"--out {out} exists and is not a folder")
 
     try:
@@ -290,7 +321,7 @@ def _run_ray(ray, rows: list[dict], source: Source, params: ShardParams, root: F
     # reservation would hold back half the CPUs (on 2 CPUs, one task at a time); let the map use all.
     ctx.op_resource_reservation_enabled = False
 
-    def one(row: dict) -> dict:
+    def read_decode_resize_encode_write(row: dict) -> dict:  # the name labels Ray Data's progress bar
         entries = pickle.loads(row["plan"])
         index = int(row["index"])
         res = write_shard(source, params, root, row["split"], index, entries, expected_hw,
@@ -299,7 +330,7 @@ def _run_ray(ray, rows: list[dict], source: Source, params: ShardParams, root: F
 
     try:
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
-        ds = ds.map(one, num_cpus=1)
+        ds = ds.map(read_decode_resize_encode_write, num_cpus=1)
         out = []
         for row in ds.iter_rows():
             res = json.loads(row["result"])

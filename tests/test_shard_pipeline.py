@@ -171,6 +171,7 @@ def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, monkeypatch, capsys):
         "needs --src": ["shard", "svhn", "--out", str(tmp_path / "o")],
         "--image-size": ["shard", "digits", "--image-size", "0", "--out", str(tmp_path / "o")],
         "required": ["shard", "digits"],
+        "cannot reach the Ray cluster": ["shard", "digits", "--address", "127.0.0.1:1", "--out", str(tmp_path / "o")],
     }
     for needle, argv in cases.items():
         rc, cap = _cli(argv, monkeypatch, capsys)

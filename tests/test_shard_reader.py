@@ -168,3 +168,36 @@ def test_exactly_once_over_ray_train_workers(roots, tmp_path):
         allk = per_rank[0] + per_rank[1]
         assert len(allk) == 1438 and sorted(allk) == [f"{i:06d}" for i in range(1438)]
         assert per_rank[0] and per_rank[1]
+
+
+def test_foreign_tar_features_and_truncated_shards(tmp_path):
+    """Tars from other writers (GNU long names, pax headers) go through WebDataset's tarfile path;
+    a shard cut short raises instead of silently losing samples."""
+    import io
+    import tarfile
+
+    from igan.data.shards import iter_tar
+
+    long_key = "k" * 120
+    for fmt in (tarfile.GNU_FORMAT, tarfile.PAX_FORMAT):
+        path = tmp_path / f"foreign-{fmt}.tar"
+        with tarfile.open(path, "w", format=fmt) as tar:
+            for key, label in ((long_key, b"3"), ("short", b"4")):
+                for ext, data in (("png", b"\x89PNG fake"), ("cls", label)):
+                    info = tarfile.TarInfo(f"{key}.{ext}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        samples = list(iter_tar(str(path)))
+        assert [(s["__key__"], s["cls"]) for s in samples] == [(long_key, b"3"), ("short", b"4")]
+    good = tmp_path / "good.tar"
+    with tarfile.open(good, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for key in ("a", "b"):
+            info = tarfile.TarInfo(f"{key}.cls")
+            data = b"1" * 2000
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(good.read_bytes()[:3000])
+    assert len(list(iter_tar(str(good)))) == 2
+    with pytest.raises(ValueError, match="truncated"):
+        list(iter_tar(str(cut)))

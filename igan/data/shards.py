@@ -52,11 +52,12 @@ def iter_tar(url: str, select: str | None = None) -> Iterator[dict]:
 def _ustar_members(raw: bytes, url: str, keep) -> list[dict] | None:
     """``[{"fname", "data", "__url__"}]`` of the regular files of an uncompressed ustar archive,
     or None when the archive uses anything else (then the caller falls back to tarfile)."""
-    out, pos, end = [], 0, len(raw)
+    out, pos, end, finished = [], 0, len(raw), False
     view = memoryview(raw)
     while pos + 512 <= end:
         header = raw[pos:pos + 512]
         if header[0] == 0:  # end-of-archive blocks
+            finished = True
             break
         kind = header[156:157]
         if kind not in (b"0", b"\0") or header[257:262] != b"ustar":
@@ -75,6 +76,8 @@ def _ustar_members(raw: bytes, url: str, keep) -> list[dict] | None:
         if keep(name) and "/." not in "/" + name:
             out.append({"fname": name, "data": bytes(view[start:start + size]), "__url__": url})
         pos = start + (size + 511) // 512 * 512
+    if not finished:
+        raise ValueError(f"{url}: truncated tar (no end-of-archive block after {len(out)} members)")
     return out
 
 
