@@ -201,3 +201,23 @@ def test_foreign_tar_features_and_truncated_shards(tmp_path):
     assert len(list(iter_tar(str(good)))) == 2
     with pytest.raises(ValueError, match="truncated"):
         list(iter_tar(str(cut)))
+
+
+def test_write_and_rerun_on_an_object_store_filesystem():
+    """The non-local code path (fsspec rename/list/remove) end to end, on fsspec's in-memory store."""
+    import fsspec
+
+    out = "memory://igan-write"
+    (m,) = shard_dataset("digits", out, split="test", samples_per_shard=100, engine="local",
+                         log=lambda msg: None)
+    mem = fsspec.filesystem("memory")
+    names = sorted(p.rsplit("/", 1)[-1] for p in mem.ls("/igan-write/test", detail=False))
+    assert [n for n in names if not n.startswith(".")] == sorted([s["name"] for s in m["shards"]] + ["manifest.json"])
+    assert not [n for n in names if ".tmp" in n]
+    logs = []
+    assert shard_dataset("digits", out, split="test", samples_per_shard=100, engine="local",
+                         log=logs.append) == [m]
+    assert "(4 already complete)" in logs[0]
+    x, y = read_split(out, "test")
+    images, labels = load_digits_split("test")
+    assert np.array_equal(x[:, 0].numpy(), images) and np.array_equal(y.numpy(), labels)
