@@ -75,6 +75,10 @@ def _client(tracking):
     return MlflowClient(tracking_uri=tracking, registry_uri=tracking)
 
 
+def _checkpoints(job: Path) -> list[Path]:
+    return sorted(p for p in job.glob("checkpoint_*") if (p / "meta.json").exists())
+
+
 def _artifacts(client, run_id, path=""):
     out = []
     for f in client.list_artifacts(run_id, path):
@@ -145,7 +149,7 @@ def test_nonfinite_loss_stops_and_fails_the_run(ray_local, tmp_path, tracking, d
     record = json.loads((tmp_path / "ray" / "nan-job" / "igan_job.json").read_text())
     run = _client(tracking).get_run(record["run_id"])
     assert run.info.status == "FAILED" and "non-finite" in run.data.tags["igan.failure_reason"]
-    ckpts = sorted((tmp_path / "ray" / "nan-job").glob("checkpoint_*"))
+    ckpts = _checkpoints(tmp_path / "ray" / "nan-job")
     assert ckpts, "the last good checkpoint stays"
     meta = json.loads((ckpts[-1] / "meta.json").read_text())
     assert meta["epochs_done"] == 1 and meta["step"] == 3
@@ -156,7 +160,7 @@ def test_resume_after_driver_killed(ray_local, tmp_path, tracking, digits_data):
 
     storage = tmp_path / "ray"
     job = storage / "killed"
-    overrides = TINY + ["train.epochs=40", "eval.every=40", "train.steps_per_epoch=2", "train.checkpoint_every=1"]
+    overrides = TINY + ["train.epochs=20", "eval.every=20", "train.steps_per_epoch=2", "train.checkpoint_every=1"]
     code = ("import sys; from pipelines.cli import _Parser; from pipelines import cmd_train; "
             "p = _Parser(); cmd_train.add_arguments(p); sys.exit(cmd_train.run(p.parse_args(sys.argv[1:])))")
     args = [sys.executable, "-c", code, "--data", digits_data, "--workers", "1", "--threads", "1",
@@ -167,10 +171,10 @@ def test_resume_after_driver_killed(ray_local, tmp_path, tracking, digits_data):
                             start_new_session=True)
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and len(list(job.glob("checkpoint_*"))) < 2:
+        while time.time() < deadline and not _checkpoints(job):
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             time.sleep(0.5)
-        assert list(job.glob("checkpoint_*")), "no checkpoint before the deadline"
+        assert _checkpoints(job), "no checkpoint before the deadline"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
         proc.wait()
@@ -178,9 +182,11 @@ def test_resume_after_driver_killed(ray_local, tmp_path, tracking, digits_data):
     assert _client(tracking).get_run(record["run_id"]).info.status == "RUNNING"  # died without ending it
 
     lines: list[str] = []
-    summary = run_training(_options(tmp_path, tracking, workers=1, resume=True, register=False), log=lines.append)
+    opts = _options(tmp_path, tracking, workers=1, resume=True, register=False,
+                    overrides=["train.checkpoint_every=20"])  # --set still applies on --resume
+    summary = run_training(opts, log=lines.append)
     assert summary["run_id"] == record["run_id"] and summary["run_name"] == "killed"
-    assert summary["step"] == 40 * 2
+    assert summary["step"] == 20 * 2
     assert any("continuing after epoch" in ln for ln in lines)
     assert _client(tracking).get_run(record["run_id"]).info.status == "FINISHED"
 
