@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     name, version, run_id = resolve_model_uri(args.model_uri, tracking_uri)
     device = pick_device(args.device)
     generator, cfg = load_generator(args.model_uri, tracking_uri, device=device)
-    samples = generate_samples(generator, cfg, args.n, seed=args.seed, device=device)
+    samples = generate_samples(generator, cfg, args.n, seed=args.seed)
     grid = sample_grid(samples, cfg, nrow=math.ceil(math.sqrt(args.n)))
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)

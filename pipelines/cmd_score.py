@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                         "nothing to score")
     scorer = build_scorer(cfg, args.data)
     n = args.n or cfg.eval.num_samples
-    samples = generate_samples(generator, cfg, n, seed=args.seed, device=device)
+    samples = generate_samples(generator, cfg, n, seed=args.seed)
     metrics = score_samples(samples, cfg, scorer)
     if "inception_score" in metrics:
         label = "inception_score" if scorer_kind(cfg) == "inception" else "inception_score (domain classifier)"

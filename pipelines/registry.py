@@ -21,6 +21,7 @@ process-wide tracking URI), so it runs under a lock with the URI set and restore
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 import re
 import tempfile
@@ -418,16 +419,41 @@ def _load(uri: str, tracking_uri: str, want: str, device: str | torch.device = "
             raise UserError(f"{uri} is an igan {meta.get('kind')}, not a {want}")
         cfg = Config.from_dict(meta["config"])
         try:
-            module = mlflow.pytorch.load_model(local, device=torch.device(device))
+            module = mlflow.pytorch.load_model(local)  # on the CPU, where it was exported
         except MlflowException as exc:
             raise UserError(f"cannot load {uri}: {str(exc).splitlines()[0]}") from None
-    if isinstance(module, nn.Module) and not isinstance(module, torch.fx.GraphModule):
+    if not isinstance(module, torch.fx.GraphModule):
         module.eval()  # pickled modules; exported graphs are traced in eval mode already
-    return module, cfg
+    return _to_device(module, torch.device(device), _example_input(want, cfg, n=2)), cfg
+
+
+def _to_device(module: nn.Module, device: torch.device, example: np.ndarray) -> nn.Module:
+    """``module`` moved to ``device`` when it then runs there (an exported graph may hold CPU-only
+    constants); otherwise a warning and the CPU module."""
+    if device.type == "cpu":
+        return module
+    import warnings
+
+    try:
+        moved = copy.deepcopy(module).to(device)
+        with torch.no_grad():
+            moved(torch.from_numpy(example).to(device))
+        return moved
+    except Exception as exc:  # noqa: BLE001 - any failure: stay on the CPU
+        warnings.warn(f"the model does not run on {device} ({type(exc).__name__}); using the CPU", stacklevel=3)
+        return module
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of ``module``'s first parameter or buffer (CPU when it has none)."""
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def load_generator(uri: str, tracking_uri: str, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
-    """The generator behind ``uri`` (eval mode, on ``device``) and the config it was trained with."""
+    """The generator behind ``uri`` (eval mode, on ``device`` when it runs there, else the CPU) and the
+    config it was trained with."""
     return _load(uri, tracking_uri, "generator", device)
 
 
@@ -488,10 +514,12 @@ def _summary_metrics(client, run_id: str) -> dict[str, float]:
 
 @torch.no_grad()
 def generate_samples(generator: nn.Module, cfg: Config, n: int, seed: int = 0,
-                     device: str | torch.device = "cpu", batch_size: int = 500) -> torch.Tensor:
+                     device: str | torch.device | None = None, batch_size: int = 500) -> torch.Tensor:
     """``n`` samples (CPU, float, model range) from a loaded generator, drawing ``z ~ U(0, 1)`` in
     batches from a generator seeded with ``seed`` exactly as :meth:`igan.trainer.Trainer.generate`
-    does, so a registered generator reproduces the trainer's samples for the same seed."""
+    does, so a registered generator reproduces the trainer's samples for the same seed. ``device``
+    defaults to the generator's own."""
+    device = module_device(generator) if device is None else device
     gen = torch.Generator().manual_seed(seed)
     out = []
     for start in range(0, n, batch_size):

@@ -53,8 +53,9 @@ def igan(capsys, monkeypatch, *argv) -> tuple[int, str, str]:
 
 def test_versions_and_latest_alias(registered, mlflow_server):
     d = registered["digits"]
-    assert d["uris"] == [{"generator": "models:/igan-digits-generator/1", "classifier": "models:/igan-digits-classifier/1"},
-                         {"generator": "models:/igan-digits-generator/2"}]
+    assert d["uris"] == [
+        {"generator": "models:/igan-digits-generator/1", "classifier": "models:/igan-digits-classifier/1"},
+        {"generator": "models:/igan-digits-generator/2"}]
     assert registry.resolve_model_uri("models:/igan-digits-generator@latest", mlflow_server) == \
         ("igan-digits-generator", "2", d["run_id"])
     assert registry.resolve_model_uri("models:/igan-digits-classifier@latest", mlflow_server)[1] == "1"
@@ -183,3 +184,15 @@ def test_igan_score(registered, mlflow_server, capsys, monkeypatch, tmp_path):
     assert code == 0, err
     result = json.loads(out.strip().splitlines()[-1])
     assert 0 <= result["modes_captured"] <= 8 and 0.0 <= result["high_quality_fraction"] <= 1.0
+
+
+def test_generator_device_fallback(registered, mlflow_server):
+    uri = "models:/igan-digits-generator@latest"
+    if torch.cuda.is_available():
+        generator, cfg = registry.load_generator(uri, mlflow_server, device="cuda")
+        assert registry.module_device(generator).type == "cuda"
+    else:  # cannot move: a warning, and the CPU module that still works
+        with pytest.warns(UserWarning, match="using the CPU"):
+            generator, cfg = registry.load_generator(uri, mlflow_server, device="cuda")
+        assert registry.module_device(generator).type == "cpu"
+    assert registry.generate_samples(generator, cfg, 3).shape == (3, 1, 8, 8)
