@@ -3,10 +3,10 @@
 
 Writes ``--n`` 128x128 JPEG (q95) images as an ImageFolder tree and shards that tree with igan (same
 pixels, re-encoded at q95 by ``igan shard``'s local engine), then in the same
-run reads ``--epochs`` full epochs of ``uint8 [B, 3, 128, 128]`` batches from each (one warm-up
-epoch first, page cache warm for both) with ``--workers`` loader workers, then one epoch of each
-in-process (``num_workers=0``: per-image CPU cost without IPC), and prints one JSON line with
-images/s of each and the ratios.
+run reads ``--epochs`` full epochs of ``uint8 [B, 3, 128, 128]`` batches from each, alternating
+epoch by epoch (one warm-up epoch each first, page cache warm for both) with ``--workers`` loader
+workers, then the same in-process (``num_workers=0``: per-image CPU cost without IPC), and prints
+one JSON line with the median images/s of each and the ratios.
 
     .venv/bin/python benchmarks/read_throughput.py [--n 4000] [--workers 2] [--batch-size 64]
 """
@@ -42,15 +42,27 @@ def make_images(root: str, n: int, classes: int = 10, seed: int = 0) -> None:
             f.write(encode(arr.astype(np.uint8), "jpg"))
 
 
-def epoch_rate(loader, epochs: int = 1) -> tuple[float, int]:
-    """(images/s, images) over ``epochs`` full passes of ``loader`` after one warm-up pass."""
-    for _ in loader:
-        pass
+def epoch_rate(loader) -> tuple[float, int]:
+    """(images/s, images) of one full pass over ``loader``."""
     n, t = 0, time.perf_counter()
-    for _ in range(epochs):
-        for images, _labels in loader:
-            n += images.shape[0]
+    for images, _labels in loader:
+        n += images.shape[0]
     return n / (time.perf_counter() - t), n
+
+
+def interleaved(loaders: dict, epochs: int) -> dict[str, tuple[float, int]]:
+    """Median images/s and total images per loader over ``epochs`` passes, alternating loaders
+    epoch by epoch (so a busy machine's drift hits all of them alike), after one warm-up pass each."""
+    for loader in loaders.values():
+        epoch_rate(loader)
+    rates = {name: [] for name in loaders}
+    counts = dict.fromkeys(loaders, 0)
+    for _ in range(epochs):
+        for name, loader in loaders.items():
+            r, n = epoch_rate(loader)
+            rates[name].append(r)
+            counts[name] += n
+    return {name: (float(np.median(rates[name])), counts[name]) for name in loaders}
 
 
 def main() -> None:
@@ -59,7 +71,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers for both readers")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--samples-per-shard", type=int, default=500)
-    ap.add_argument("--epochs", type=int, default=2, help="timed epochs (after one warm-up epoch)")
+    ap.add_argument("--epochs", type=int, default=3, help="timed epochs per reader (after one warm-up epoch)")
     args = ap.parse_args()
 
     import torch
@@ -82,14 +94,15 @@ def main() -> None:
             shuffle=True, num_workers=args.workers)
         igan = make_loader(os.path.join(work, "shards"), "train", batch_size=args.batch_size,
                            num_workers=args.workers, shuffle_buffer=2000)
-        base_rate, n_base = epoch_rate(baseline, args.epochs)
-        igan_rate, n_igan = epoch_rate(igan, args.epochs)
+        res = interleaved({"base": baseline, "igan": igan}, args.epochs)
+        (base_rate, n_base), (igan_rate, n_igan) = res["base"], res["igan"]
         assert n_base == n_igan == args.n * args.epochs, (n_base, n_igan)
         # the same loaders without worker processes: per-image CPU cost, no IPC
-        base_1, _ = epoch_rate(torch.utils.data.DataLoader(baseline.dataset, batch_size=args.batch_size,
-                                                           shuffle=True, num_workers=0), 1)
-        igan_1, _ = epoch_rate(make_loader(os.path.join(work, "shards"), "train", batch_size=args.batch_size,
-                                           num_workers=0, shuffle_buffer=2000), 1)
+        res1 = interleaved({
+            "base": torch.utils.data.DataLoader(baseline.dataset, batch_size=args.batch_size, shuffle=True),
+            "igan": make_loader(os.path.join(work, "shards"), "train", batch_size=args.batch_size,
+                                num_workers=0, shuffle_buffer=2000)}, max(1, args.epochs - 1))
+        base_1, igan_1 = res1["base"][0], res1["igan"][0]
         print(json.dumps({
             "benchmark": "read_throughput", "images": args.n, "image": "128x128 JPEG q95 -> uint8 [3,128,128]",
             "igan_images_per_s": round(igan_rate, 1), "baseline_imagefolder_images_per_s": round(base_rate, 1),

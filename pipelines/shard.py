@@ -153,28 +153,29 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 
 def _init_ray(address: str | None):
+    """The ``ray`` module, initialised: the session already running, else the cluster at
+    ``address``/``$RAY_ADDRESS`` (Ray Client ``ray://`` addresses get this checkout's code shipped
+    to the workers), else a new local Ray using every CPU."""
     import ray
 
     if ray.is_initialized():
         return ray
     address = address or os.environ.get("RAY_ADDRESS")
-    if address and address.startswith("ray://"):
-        # Ray Client from outside the cluster: ship this checkout's code to the workers
+    if not address:
+        ray.init(include_dashboard=False, log_to_driver=False)
+        return ray
+    _check_reachable(address)
+    init: dict = {"address": address, "log_to_driver": False}
+    if address.startswith("ray://"):
         import igan
         import pipelines
 
-        code = [os.path.dirname(igan.__file__), os.path.dirname(pipelines.__file__)]
-        init = dict(address=address, log_to_driver=False, runtime_env={"py_modules": code})
-    elif address:
-        init = dict(address=address, log_to_driver=False)
-    if address:
-        _check_reachable(address)
-        try:
-            ray.init(**init)
-        except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise UserError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    else:
-        ray.init(include_dashboard=False, log_to_driver=False)
+        init["runtime_env"] = {"py_modules": [os.path.dirname(igan.__file__), os.path.dirname(pipelines.__file__)]}
+    try:
+        ray.init(**init)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"cannot connect to the Ray cluster at {address}: {reason}") from None
     return ray
 
 
@@ -192,7 +193,8 @@ def shard_dataset(dataset: str, out: str, src: str | None = None, split: str | N
     already initialised); ``engine="local"`` instead writes the shards one after another in this
     process (no Ray; for small sets such as a first-use ``digits`` cache). ``crop``: ``center``
     or ``squash`` (see :func:`igan.data.imaging.resize_crop`); ``quality``: JPEG quality. ``log``
-    receives the progress/summary lines (default: stderr). Returns the manifests written, one dict per split (DESIGN.md fields).
+    receives the progress/summary lines (default: stderr). Returns the manifests written, one
+    dict per split (DESIGN.md fields).
     Raises UserError for bad input (unknown data set or split, missing/empty/wrong-format source)."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     try:
@@ -234,20 +236,11 @@ def shard_dataset(dataset: str, out: str, src: str | None = None, split: str | N
     expected_hw = (size, size) if size else ((source.native_size,) * 2 if source.native_size else None)
     rows, done = [], {}
     for s, entries in plans.items():
-        folder = root.sub(s)
-        folder.makedirs()
-        files = set(folder.list())
-        chunks = [entries[i:i + per_shard] for i in range(0, len(entries), per_shard)]
-        names = [shard_name(s, i) for i in range(len(chunks))]
-        for i, chunk in enumerate(chunks):
-            rec = _completed(folder, names[i], plan_fingerprint(params, s, chunk), files)
-            if rec is not None:
-                done[(s, i)] = rec
-            else:
-                rows.append({"split": s, "index": i, "plan": pickle.dumps(chunk)})
-        _clean(folder, set(names), files, all_done=not any(r["split"] == s for r in rows))
-        log(f"igan shard: {dataset}/{s}: {len(entries)} samples -> {len(chunks)} shards of <= {per_shard} "
-            f"in {folder.url} ({len(chunks) - sum(r['split'] == s for r in rows)} already complete)")
+        todo, kept = _plan_split(root.sub(s), s, entries, per_shard, params)
+        rows += todo
+        done.update(kept)
+        log(f"igan shard: {dataset}/{s}: {len(entries)} samples -> {-(-len(entries) // per_shard)} shards of "
+            f"<= {per_shard} in {root.sub(s).url} ({len(kept)} already complete)")
 
     t0, cpus = time.perf_counter(), 0.0
     if rows and engine == "local":
@@ -266,16 +259,8 @@ def shard_dataset(dataset: str, out: str, src: str | None = None, split: str | N
 
     manifests = []
     for s, entries in plans.items():
-        n_shards = (len(entries) + per_shard - 1) // per_shard
-        recs = [done[(s, i)] for i in range(n_shards)]
-        hw = next((r["hw"] for r in recs if r.get("hw")), None) or list(expected_hw or (0, 0))
-        manifest = {
-            "dataset": dataset, "split": s, "num_samples": sum(r["num_samples"] for r in recs),
-            "num_classes": len(classes), "classes": classes, "image_size": [int(hw[0]), int(hw[1])],
-            "channels": source.channels,
-            "shards": [{"name": r["name"], "num_samples": r["num_samples"], "sha256": r["sha256"]} for r in recs],
-            "skipped": [sk for r in recs for sk in r["skipped"]],
-        }
+        recs = [done[(s, i)] for i in range(-(-len(entries) // per_shard))]
+        manifest = _manifest(dataset, s, classes, source.channels, recs, expected_hw)
         if manifest["num_samples"] == 0:
             raise UserError(f"{dataset} split '{s}': none of the {len(entries)} images could be read "
                             f"(first reason: {manifest['skipped'][0]['reason'] if manifest['skipped'] else '?'})")
@@ -289,6 +274,38 @@ def shard_dataset(dataset: str, out: str, src: str | None = None, split: str | N
         f"{m['split']} {m['num_samples']} samples in {len(m['shards'])} shards ({len(m['skipped'])} skipped)"
         for m in manifests) + f" -> {root.url} [{total} samples, {redone} encoded in {elapsed:.1f}s{rate}]")
     return manifests
+
+
+def _plan_split(folder: Folder, split: str, entries: list[Entry], per_shard: int,
+                params: ShardParams) -> tuple[list[dict], dict]:
+    """Cut ``entries`` into shards and sort them into work rows ``{split, index, plan}`` and
+    already-complete shards ``{(split, index): progress record}``; cleans the split folder."""
+    folder.makedirs()
+    files = set(folder.list())
+    rows, kept, names = [], {}, set()
+    for i in range(0, len(entries), per_shard):
+        index, chunk = i // per_shard, entries[i:i + per_shard]
+        names.add(shard_name(split, index))
+        rec = _completed(folder, shard_name(split, index), plan_fingerprint(params, split, chunk), files)
+        if rec is not None:
+            kept[(split, index)] = rec
+        else:
+            rows.append({"split": split, "index": index, "plan": pickle.dumps(chunk)})
+    _clean(folder, names, files, all_done=not rows)
+    return rows, kept
+
+
+def _manifest(dataset: str, split: str, classes: list[str], channels: int, recs: list[dict],
+              expected_hw) -> dict:
+    """The manifest dict (DESIGN.md fields) of a split from its shards' results, in shard order."""
+    hw = next((r["hw"] for r in recs if r.get("hw")), None) or list(expected_hw or (0, 0))
+    return {
+        "dataset": dataset, "split": split, "num_samples": sum(r["num_samples"] for r in recs),
+        "num_classes": len(classes), "classes": classes, "image_size": [int(hw[0]), int(hw[1])],
+        "channels": channels,
+        "shards": [{"name": r["name"], "num_samples": r["num_samples"], "sha256": r["sha256"]} for r in recs],
+        "skipped": [sk for r in recs for sk in r["skipped"]],
+    }
 
 
 def _existing_manifest(folder: Folder) -> dict | None:

@@ -102,11 +102,35 @@ def test_imagenet_resize_skip_and_labels(ray_session, tmp_path):
         assert np.argmin(((colours - img.float().mean((1, 2)).numpy()) ** 2).sum(1)) == label
 
 
+def _wait_quiet(folder, settle=1.5, limit=20.0):
+    """Return once the folder's files (names, sizes, mtimes, .progress included) stop changing."""
+    import time
+
+    def snapshot():
+        out = {}
+        for base, _, names in os.walk(folder):
+            for n in names:
+                try:
+                    st = os.stat(os.path.join(base, n))
+                    out[os.path.join(base, n)] = (st.st_size, st.st_mtime_ns)
+                except FileNotFoundError:
+                    pass
+        return out
+
+    deadline, last, since = time.time() + limit, snapshot(), time.time()
+    while time.time() < deadline and time.time() - since < settle:
+        time.sleep(0.25)
+        now = snapshot()
+        if now != last:
+            last, since = now, time.time()
+
+
 def test_crash_and_rerun_finishes_without_duplicates(ray_session, tmp_path):
     out = str(tmp_path / "digits")
     with pytest.raises(Exception, match="simulated crash"):
         shard_dataset("digits", out, split="train", samples_per_shard=200, progress=False, _crash_at_shard=4)
     split_dir = os.path.join(out, "train")
+    _wait_quiet(split_dir)  # tasks Ray Data was cancelling may still finish a shard after the error
     assert not os.path.exists(os.path.join(split_dir, "manifest.json"))
     recorded = {n[: -len(".json")] for n in os.listdir(os.path.join(split_dir, ".progress"))
                 if n.endswith(".json")} if os.path.isdir(os.path.join(split_dir, ".progress")) else set()
