@@ -215,14 +215,17 @@ def shuffle_buffer(items: Iterator, size: int, rng: np.random.Generator) -> Iter
 
 def make_loader(root: str, split: str = "train", *, batch_size: int, rank: int = 0, world_size: int = 1,
                 num_workers: int = 0, shuffle: bool = True, shuffle_buffer: int = 2000, seed: int = 0,
-                epoch: int = 0, pixel_range: str | None = None, drop_last: bool = False,
-                pin_memory: bool = False) -> DataLoader:
+                epoch: int = 0, pixel_range: str | None = None, split_by: str = "auto",
+                drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
     """A DataLoader of batches ``(images [B, C, H, W], labels int64 [B])`` over this rank's part of
     the split (a :class:`ShardDataset`, reachable as ``loader.dataset`` for ``set_epoch``).
     Batches are formed inside each loader worker, so the last batch of a worker may be short
-    (``drop_last`` drops it)."""
+    (``drop_last`` drops it). Call ``loader.dataset.set_epoch(e)`` before each epoch; ranks may
+    differ by up to one shard in ``split_by="shard"`` mode (``loader.dataset.num_samples(num_workers)``
+    tells each rank its count, e.g. to agree on a common number of steps)."""
     ds = ShardDataset(root, split, rank=rank, world_size=world_size, shuffle=shuffle,
-                      shuffle_buffer=shuffle_buffer, seed=seed, epoch=epoch, pixel_range=pixel_range)
+                      shuffle_buffer=shuffle_buffer, seed=seed, epoch=epoch, pixel_range=pixel_range,
+                      split_by=split_by)
     return DataLoader(ds, batch_size=batch_size, num_workers=num_workers, drop_last=drop_last,
                       pin_memory=pin_memory, persistent_workers=False)
 
