@@ -1,0 +1,65 @@
+"""Search spaces for ``igan tune``: one module per preset.
+
+A space module names the preset it starts from and which config keys vary and how::
+
+    PRESET = "digits"                 # the preset a trial's config starts from
+    METRIC, MODE = "ssl_test_error", "min"
+    TIED = {"optim.lr_g": "optim.lr_d"}     # optional: keys that copy another key's value
+    PBT_MUTABLE = ("optim.lr_d", ...)  # optional: keys PBT may perturb mid-training (shape-preserving)
+    def space() -> dict[str, ray.tune search domain]   # keyed by dotted config keys
+
+A trial's config is ``apply_overrides(get_preset(PRESET), [f"{key}={value}", ...])``: the one
+:class:`igan.config.Config` flows into the training code unchanged. "Smoothing off" is
+``techniques.real_label=1.0``. Draws are independent (``mbd_kernels`` / ``mbd_dim`` are drawn even
+when ``minibatch_discrimination`` is off; the model ignores them then).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pkgutil
+from pathlib import Path
+from types import ModuleType
+
+REQUIRED = ("PRESET", "METRIC", "MODE", "space")
+
+
+def available() -> list[str]:
+    """Names of the space modules in this package, sorted."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def load_space(name: str) -> ModuleType:
+    """The space module ``name`` (a module of this package, or a path to a ``.py`` file defining
+    the same names). ValueError naming the available spaces when there is no such space, or
+    naming what a file lacks."""
+    if name.endswith(".py"):
+        path = Path(name)
+        if not path.is_file():
+            raise ValueError(f"tune space file not found: {name}")
+        spec = importlib.util.spec_from_file_location(f"tune_spaces._file_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        if name not in available():
+            raise ValueError(f"unknown tune space '{name}'; available: {', '.join(available())} "
+                             "(or a path to a .py file)")
+        module = importlib.import_module(f"tune_spaces.{name}")
+    missing = [attr for attr in REQUIRED if not hasattr(module, attr)]
+    if missing:
+        raise ValueError(f"tune space '{name}' lacks {', '.join(missing)}")
+    if module.MODE not in ("min", "max"):
+        raise ValueError(f"tune space '{name}': MODE must be 'min' or 'max', got {module.MODE!r}")
+    return module
+
+
+def pbt_mutable(module: ModuleType) -> tuple[str, ...]:
+    """The keys of ``module.space()`` that PBT may perturb (default: learning rates and the
+    smoothing target, which do not change parameter shapes)."""
+    keys = getattr(module, "PBT_MUTABLE", ("optim.lr_d", "techniques.real_label"))
+    return tuple(k for k in keys if k in module.space())
+
+
+def tied(module: ModuleType) -> dict[str, str]:
+    """``{key: source_key}``: config keys set to another varied key's value in every trial."""
+    return dict(getattr(module, "TIED", {}))
