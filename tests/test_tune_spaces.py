@@ -1,0 +1,78 @@
+"""Search spaces: every module loads, names real config keys, and its samples make valid Configs;
+--set fixes a varied key; label counts change the labeled subset deterministically."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tune_spaces
+from igan.config import ConfigError
+from pipelines.errors import UserError
+from pipelines.tune import TuneOptions, override_text, resolve_search, trial_config
+
+SPACES = ("digits", "mnist", "cifar10", "svhn", "imagenet128", "ring8")
+
+
+def test_every_preset_has_a_space():
+    assert set(SPACES) <= set(tune_spaces.available())
+
+
+def test_unknown_space_names_the_available_ones():
+    with pytest.raises(ValueError, match="available: .*digits"):
+        tune_spaces.load_space("nope")
+    with pytest.raises(UserError, match="unknown tune space"):
+        resolve_search(TuneOptions(space="nope"))
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_samples_are_valid_configs(name):
+    module = tune_spaces.load_space(name)
+    assert module.MODE in ("min", "max")
+    search, space = resolve_search(TuneOptions(space=name))
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        sampled = {k: d.sample(random_state=rng) for k, d in space.items()}
+        cfg = trial_config(search.base, sampled, search.keys, search.tied)
+        flat = cfg.flat()
+        for k in search.keys:
+            want = sampled[k].item() if hasattr(sampled[k], "item") else sampled[k]
+            assert flat[k] == pytest.approx(want) if isinstance(want, float) else flat[k] == want
+        assert flat["optim.lr_g"] == flat["optim.lr_d"]  # tied
+
+
+def test_semi_supervised_spaces_vary_labels_smoothing_and_mbd():
+    for name in ("digits", "mnist", "cifar10", "svhn"):
+        keys = set(tune_spaces.load_space(name).space())
+        assert {"data.labels_per_class", "techniques.real_label", "techniques.minibatch_discrimination",
+                "techniques.mbd_kernels", "techniques.mbd_dim", "optim.lr_d", "techniques.fm_layer",
+                "techniques.fm_norm"} <= keys
+        assert tune_spaces.load_space(name).METRIC == "ssl_test_error"
+    assert set(tune_spaces.load_space("digits").space()["data.labels_per_class"].categories) == {2, 5, 10}
+    assert set(tune_spaces.load_space("mnist").space()["data.labels_per_class"].categories) == {2, 5, 10, 20}
+    assert set(tune_spaces.load_space("cifar10").space()["data.labels_per_class"].categories) == {100, 200, 400, 800}
+    assert 1.0 in tune_spaces.load_space("digits").space()["techniques.real_label"].categories  # smoothing off
+    assert tune_spaces.load_space("ring8").METRIC == "modes_captured"
+    assert tune_spaces.load_space("imagenet128").METRIC == "inception_score"
+
+
+def test_set_fixes_a_varied_key_and_checkpoints_follow_evaluations():
+    search, space = resolve_search(TuneOptions(space="digits", overrides=["data.labels_per_class=5", "eval.every=3"]))
+    assert "data.labels_per_class" not in space and search.base.data.labels_per_class == 5
+    assert search.base.train.checkpoint_every == 3
+    with pytest.raises(ConfigError):
+        resolve_search(TuneOptions(space="digits", overrides=["nope.key=1"]))
+
+
+def test_override_text_round_trips():
+    assert override_text("techniques.minibatch_discrimination", True) == "techniques.minibatch_discrimination=true"
+    assert override_text("optim.lr_d", np.float64(1e-3)) == "optim.lr_d=0.001"
+
+
+def test_label_count_changes_the_labeled_subset_deterministically():
+    from igan.data.labeled import select_labeled
+
+    y = np.repeat(np.arange(10), 30)
+    a2, b2 = select_labeled(y, 2, seed=1), select_labeled(y, 2, seed=1)
+    a5 = select_labeled(y, 5, seed=1)
+    assert np.array_equal(a2, b2) and len(a2) == 20 and len(a5) == 50
+    assert set(a2) <= set(a5)
