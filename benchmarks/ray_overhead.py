@@ -47,7 +47,7 @@ def bench_data(cfg):
     if cfg.data.dataset == "digits":
         return load_embedded(cfg, "train")
     g = torch.Generator().manual_seed(0)
-    n = max(2000, cfg.data.batch_size * 4)
+    n = max(cfg.data.num_classes * max(cfg.data.labels_per_class, 1) + 1000, cfg.data.batch_size * 4)
     x = torch.rand(n, cfg.data.channels, cfg.data.image_size, cfg.data.image_size, generator=g) * 2 - 1
     return ArraySplit(x, torch.randint(0, cfg.data.num_classes, (n,), generator=g))
 

@@ -297,6 +297,7 @@ def run_training(opts: TrainOptions, log: Callable[[str], None] = print) -> dict
     UserError for bad input, TrainError when the job stops without finishing (the MLflow run is
     marked FAILED with the reason; the last good checkpoint stays)."""
     t_start = time.perf_counter()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep the output to our lines
     storage = resolve_storage(opts.storage)
     tracking_uri = defaults.resolve_tracking_uri(opts.tracking_uri)
     cfg, name, record = _job(opts, storage)

@@ -37,12 +37,9 @@ def ray_local():
 
 
 @pytest.fixture
-def tracking(request, tmp_path):
-    """The real ``mlflow server`` fixture from conftest when it is there, else a sqlite store."""
-    try:
-        return request.getfixturevalue("mlflow_server")
-    except pytest.FixtureLookupError:
-        return f"sqlite:///{tmp_path / 'mlflow.db'}"
+def tracking(mlflow_server):
+    """A real ``mlflow server`` on 127.0.0.1 (tests/conftest.py)."""
+    return mlflow_server
 
 
 @pytest.fixture(scope="module")
