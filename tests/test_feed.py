@@ -91,4 +91,4 @@ def test_toy_feed_from_memory():
     cfg = apply_overrides(get_preset("ring8"), ["train.steps_per_epoch=3"])
     feed = make_feed(cfg, None, rank=1, world_size=2)
     batches = list(feed.epoch(0))
-    assert len(batches) == 3 and batches[0].x_unl.shape == (500, 2) and batches[0].x_lab is None
+    assert len(batches) == 3 and batches[0].x_unl.shape == (cfg.data.batch_size, 2) and batches[0].x_lab is None
