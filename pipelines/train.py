@@ -196,8 +196,9 @@ def init_ray(address: str | None = None):
 
 
 def default_workers(cpus: float, gpus: float, gpus_per_worker: float) -> int:
-    """Workers when ``--workers`` is not given: one per GPU when training on GPUs, else one (on a
-    small CPU machine one worker with every core beats two DDP workers for the small presets)."""
+    """Workers when ``--workers`` is not given: as many as the GPUs hold with ``--gpus-per-worker``,
+    else one using every core of a node. On CPUs one worker keeps the preset's batch size (each
+    worker adds ``data.batch_size`` to the global batch) and reproduces the plain loop exactly."""
     if gpus_per_worker > 0 and gpus > 0:
         return max(1, int(gpus // gpus_per_worker))
     return 1
@@ -207,10 +208,11 @@ def scaling(opts: TrainOptions, ray) -> tuple[int, float, int]:
     """``(workers, cpus_per_worker, torch threads)`` for this cluster."""
     res = ray.cluster_resources()
     cpus, gpus = float(res.get("CPU", 1)), float(res.get("GPU", 0))
+    node_cpus = max([float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] or [cpus])
     if opts.gpus_per_worker > gpus:
         raise UserError(f"--gpus-per-worker {opts.gpus_per_worker:g} but the Ray cluster has {gpus:g} GPUs")
     workers = opts.workers or default_workers(cpus, gpus, opts.gpus_per_worker)
-    cpw = opts.cpus_per_worker or max(1.0, float(int(cpus // workers)) if workers <= cpus else 1.0)
+    cpw = opts.cpus_per_worker or max(1.0, min(float(int(cpus // workers)), node_cpus))
     threads = opts.threads or max(1, int(cpw))
     return workers, cpw, threads
 
@@ -417,9 +419,9 @@ def _finish(tracker, cfg: Config, result, opts: TrainOptions, tracking_uri: str,
     with result.checkpoint.as_directory() as d:
         tracker.log_artifact(d, "checkpoint")
         state, meta = read_checkpoint(d)
-    if not progress.finished:  # resumed an already finished job: nothing was sent
+    if not progress.metrics:  # resumed an already finished job: no epoch ran
         progress.metrics.update(meta.get("metrics") or {})
-        progress.step = int(meta["step"])
+    progress.step = max(progress.step, int(meta["step"]))
     if not opts.register:
         return {}
     from pipelines.registry import register_models
