@@ -46,10 +46,13 @@ class MinibatchDiscrimination(nn.Module):
         self.bias = nn.Parameter(torch.full((num_kernels,), -1.0)) if bias else None
 
     def _closeness(self, m: torch.Tensor) -> torch.Tensor:
-        # m: [n, B, C] -> o: [n, B]; the diagonal is exp(0) = 1 exactly, so subtracting it
-        # excludes self-distance without a mask.
-        dist = (m.unsqueeze(0) - m.unsqueeze(1)).abs().sum(-1)  # [n, n, B]
-        return torch.exp(-dist).sum(1) - 1.0
+        # m: [n, B, C] -> o: [n, B]. cdist over [B, n, C] never materialises the [n, n, B, C]
+        # differences (245 MB for ImageNet's B=300, C=50 at n=64). The diagonal is exp(0) = 1
+        # exactly, so subtracting it excludes self-distance without a mask.
+        mb = m.transpose(0, 1)
+        mb = mb.float() if mb.dtype in (torch.float16, torch.bfloat16) else mb
+        dist = torch.cdist(mb, mb, p=1.0)               # [B, n, n]
+        return (torch.exp(-dist).sum(2) - 1.0).transpose(0, 1).to(m.dtype)
 
     def forward(self, x: torch.Tensor, group_sizes: list[int] | None = None) -> torch.Tensor:
         m = (x @ self.T).view(-1, self.num_kernels, self.kernel_dim)
