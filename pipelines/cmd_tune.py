@@ -23,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "checkpoints; fifo: run every trial to the end")
     parser.add_argument("--max-concurrent", type=int, metavar="N",
                         help="trials at once (default: as many as the cluster's CPUs/GPUs hold)")
+    parser.add_argument("--trial-backend", default="train", choices=("train", "local"),
+                        help="train (default): each trial launches a Ray Train TorchTrainer (multi-worker, "
+                             "multi-node); local: each trial runs igan's loop in its own Tune process "
+                             "(no worker group to start: small machines, many short trials)")
     parser.add_argument("--workers-per-trial", type=int, default=1, metavar="N",
                         help="Ray Train workers per trial (default 1)")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="C",
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, storage=args.storage, tracking_uri=args.tracking_uri, experiment=args.experiment,
         name=args.name, resume=args.resume, seed=args.seed, grace_epochs=args.grace_epochs,
         max_failures=args.max_failures, address=args.address, register=not args.no_register,
-        verbose=0 if args.json else 1)
+        verbose=0 if args.json else 1, trial_backend=args.trial_backend)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else (lambda msg: print(msg, flush=True))
     try:
         summary = run_search(opts, log=log)

@@ -22,6 +22,7 @@ varied value (PNG).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -42,6 +43,13 @@ from pipelines.errors import UserError
 
 JOB_FILE = "igan_tune.json"
 SCHEDULERS = ("asha", "pbt", "fifo")
+TRIAL_BACKENDS = ("train", "local")
+#: Test-only: "N" makes the driver stop the search (like Ctrl+C) once N trials have finished.
+STOP_AFTER_ENV = "IGAN_TEST_TUNE_STOP_AFTER"
+#: Seconds between Tune's experiment-state saves (unless the environment sets it): a search killed
+#: without warning loses at most this much bookkeeping; a finished trial whose completion was not
+#: saved yet re-reports its final checkpoint on resume instead of training again.
+STATE_SAVE_S = "5"
 #: CPUs the Tune trial function itself reserves: it only drives a TorchTrainer (the training
 #: workers reserve their own resources), so it should not take a core away from them.
 TRIAL_DRIVER_CPUS = 0.01
@@ -74,6 +82,7 @@ class TuneOptions:
     address: str | None = None
     register: bool = True
     verbose: int = 1
+    trial_backend: str = "train"
 
 
 # -- the space and the trials' configs --------------------------------------------------------------
@@ -167,10 +176,38 @@ def _find_child_run(client, experiment_id: str, parent_run_id: str, trial_id: st
     return runs[0].info.run_id if runs else None
 
 
+def _open_trial(config: dict, ctx: dict):
+    """``(cfg, tracker, trial_id, resume_from)``: the trial's Config and its MLflow child run, new
+    or reopened (a PBT exploit or a restored search continues the same child run)."""
+    from ray import tune
+
+    from pipelines.tracking import RunTracker, make_client
+
+    cfg = trial_config(Config.from_dict(ctx["config"]), config, ctx["keys"], ctx["tied"])
+    tctx = tune.get_context()
+    trial_id, trial_name = tctx.get_trial_id(), tctx.get_trial_name()
+    resume_from = tune.get_checkpoint()
+    varied = {k: _plain(config[k]) for k in ctx["keys"]}
+    client = make_client(ctx["tracking_uri"])
+    existing = _find_child_run(client, ctx["experiment_id"], ctx["parent_run_id"], trial_id)
+    tracker = RunTracker(ctx["tracking_uri"], ctx["experiment"], run_name=f"{ctx['name']}-{trial_id}",
+                         parent_run_id=ctx["parent_run_id"], run_id=existing,
+                         tags={TRIAL_TAG: trial_id, JOB_TAG: ctx["name"]})
+    tracker.start()
+    if existing is None:
+        tracker.log_config(cfg)
+        tracker.log_params({"tune.trial_id": trial_id, "tune.trial_name": trial_name, "tune.job": ctx["name"],
+                            "tune.trial_backend": ctx.get("backend", "train")})
+        tracker.set_tags({"igan.varied": json.dumps(varied)})
+    else:  # PBT exploit or a restored search: record the config it continues with
+        tracker.log_text(json.dumps(varied, indent=1), f"tune/config_{int(time.time())}.json")
+    return cfg, tracker, trial_id, resume_from
+
+
 def trial_driver(config: dict, ctx: dict) -> None:
-    """The Tune trial function: build the trial's Config, open (or reopen) its MLflow child run,
-    run a TorchTrainer of :func:`pipelines.worker.train_loop_per_worker` and forward its
-    evaluations to Tune. ``ctx``: the search's static facts (see :func:`_context`)."""
+    """The Tune trial function (``--trial-backend train``): build the trial's Config, open (or
+    reopen) its MLflow child run, run a TorchTrainer of :func:`pipelines.worker.train_loop_per_worker`
+    and forward its evaluations to Tune. ``ctx``: the search's static facts (see :func:`_context`)."""
     import ray
     import ray.train
     from ray import tune
@@ -178,29 +215,12 @@ def trial_driver(config: dict, ctx: dict) -> None:
     from ray.train.torch import TorchTrainer
     from ray.util.queue import Empty, Queue
 
-    from pipelines.tracking import RunTracker, make_client
     from pipelines.worker import train_loop_per_worker
 
-    cfg = trial_config(Config.from_dict(ctx["config"]), config, ctx["keys"], ctx["tied"])
-    tctx = tune.get_context()
-    trial_id, trial_name = tctx.get_trial_id(), tctx.get_trial_name()
-    resume_from = tune.get_checkpoint()
-    varied = {k: _plain(config[k]) for k in ctx["keys"]}
-
-    client = make_client(ctx["tracking_uri"])
-    existing = _find_child_run(client, ctx["experiment_id"], ctx["parent_run_id"], trial_id)
-    tracker = RunTracker(ctx["tracking_uri"], ctx["experiment"], run_name=f"{ctx['name']}-{trial_id}",
-                         parent_run_id=ctx["parent_run_id"], run_id=existing,
-                         tags={TRIAL_TAG: trial_id, JOB_TAG: ctx["name"]})
+    cfg, tracker, trial_id, resume_from = _open_trial(config, ctx)
     events = Queue(actor_options={"num_cpus": 0})
     reports = Queue(actor_options={"num_cpus": 0})
-    with tracker:
-        if existing is None:
-            tracker.log_config(cfg)
-            tracker.log_params({"tune.trial_id": trial_id, "tune.trial_name": trial_name, "tune.job": ctx["name"]})
-            tracker.set_tags({"igan.varied": json.dumps(varied)})
-        else:  # PBT exploit or a restored search: record the config it continues with
-            tracker.log_text(json.dumps(varied, indent=1), f"tune/config_{int(time.time())}.json")
+    with _ends(tracker):
         name = trial_id if resume_from is None else f"{trial_id}-{uuid.uuid4().hex[:6]}"
         w = ctx["workers"]
         per_worker = {"CPU": ctx["cpus"] / w, **({"GPU": ctx["gpus"] / w} if ctx["gpus"] else {})}
@@ -255,6 +275,88 @@ def trial_driver(config: dict, ctx: dict) -> None:
         if nonfinite:
             tracker.fail(nonfinite)
             raise RuntimeError(f"trial {trial_id}: {nonfinite}")
+
+
+@contextlib.contextmanager
+def _ends(tracker):
+    """End an already started tracker the way its ``with`` block would (FINISHED, FAILED, KILLED)."""
+    try:
+        yield tracker
+    except BaseException as exc:
+        tracker.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    tracker.__exit__(None, None, None)
+
+
+def local_trial(config: dict, ctx: dict) -> None:
+    """The Tune trial function of ``--trial-backend local``: igan's plain loop (the same feed,
+    Trainer, evaluation and checkpoint format as a Ray Train worker of world size 1) inside the
+    trial's own process, so a trial starts no worker group (small machines, many short trials).
+    Every evaluated epoch is logged to the child run and reported to Tune with its checkpoint."""
+    import tempfile
+
+    import torch
+    from ray import tune
+
+    from igan.data.feed import make_feed
+    from igan.trainer import Trainer
+    from pipelines.worker import (CONFIG, META, RANK_RNG, STATE, Evaluator, _rng_state, _set_rng_state,
+                                  read_checkpoint, run_epoch)
+    from igan.config import dump_yaml
+
+    cfg, tracker, trial_id, resume_from = _open_trial(config, ctx)
+    with _ends(tracker):
+        torch.set_num_threads(max(1, int(ctx["cpus"])))
+        device = "cuda" if ctx["gpus"] > 0 else "cpu"
+        data_root = ctx["data_root"]
+        evaluator = Evaluator(cfg, data_root, 0, 1)  # first, as in the worker (RNG order)
+        feed = make_feed(cfg, data_root, 0, 1)
+        trainer = Trainer(cfg, init_batch=feed.init_batch(), device=device)
+        done, last = 0, None
+        if resume_from is not None:
+            with resume_from.as_directory() as d:
+                state, meta = read_checkpoint(d)
+                rng_file = Path(d) / RANK_RNG.format(0)
+                rng = torch.load(rng_file, map_location="cpu", weights_only=False) if rng_file.exists() else None
+            trainer.load_state_dict(state)
+            if rng is not None:
+                _set_rng_state(trainer, rng)
+            done, last = int(meta["epochs_done"]), meta
+        reported = False
+        t0 = time.perf_counter()
+        for epoch in range(done, cfg.train.epochs):
+            trainer.set_epoch(epoch)
+            losses, error = run_epoch(trainer, feed.epoch(epoch), 1)
+            if error is not None:
+                tracker.fail(f"non-finite loss in epoch {epoch + 1}: {error}")
+                raise RuntimeError(f"trial {trial_id}: non-finite loss in epoch {epoch + 1}: {error}")
+            metrics, grid = dict(losses), None
+            final = epoch + 1 == cfg.train.epochs
+            if (epoch + 1) % cfg.eval.every == 0 or final:
+                scores, grid = evaluator.evaluate(trainer)
+                metrics.update(scores)
+            tracker.log_metrics(metrics, step=epoch + 1)
+            if grid is not None:
+                tracker.log_image(grid, f"samples/epoch_{epoch + 1:04d}.png")
+            if ctx["metric"] not in metrics:
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                d = Path(tmp)
+                torch.save(_rng_state(trainer), d / RANK_RNG.format(0))
+                torch.save(trainer.state_dict(), d / STATE)
+                (d / META).write_text(json.dumps({"epochs_done": epoch + 1, "step": trainer.step,
+                                                  "run_id": tracker.run_id, "metrics": metrics,
+                                                  "preset": cfg.preset}))
+                (d / CONFIG).write_text(dump_yaml(cfg))
+                tune.report({**metrics, "epoch": epoch + 1, "step": trainer.step, "mlflow_run_id": tracker.run_id,
+                             "seconds": round(time.perf_counter() - t0, 2)},
+                            checkpoint=tune.Checkpoint.from_directory(tmp))
+            reported = True
+        if not reported and last is not None:
+            # Restored from its final checkpoint (the search stopped before Tune saved that the trial
+            # had finished): report that result again instead of training again.
+            tune.report({**last.get("metrics", {}), "epoch": int(last["epochs_done"]), "step": int(last["step"]),
+                         "mlflow_run_id": tracker.run_id}, checkpoint=resume_from)
 
 
 def _drain(queue, empty_exc) -> list:
@@ -339,6 +441,11 @@ def _validate(opts: TuneOptions) -> None:
                              ("--max-concurrent", opts.max_concurrent, 1), ("--max-failures", opts.max_failures, 0)):
         if value is not None and value < low:
             raise UserError(f"{flag} must be >= {low}, got {value}")
+    if opts.trial_backend not in TRIAL_BACKENDS:
+        raise UserError(f"--trial-backend must be one of {', '.join(TRIAL_BACKENDS)}, got '{opts.trial_backend}'")
+    if opts.trial_backend == "local" and opts.workers_per_trial != 1:
+        raise UserError("--trial-backend local runs one process per trial; drop --workers-per-trial "
+                        "or use --trial-backend train")
     if opts.cpus_per_trial <= 0 or opts.gpus_per_trial < 0:
         raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
 
@@ -378,7 +485,8 @@ def _context(search: Search, opts: TuneOptions, name: str, storage: str, data_ro
             "name": name, "data_root": data_root, "tracking_uri": tracking_uri, "experiment": opts.experiment,
             "experiment_id": experiment_id, "parent_run_id": parent.run_id,
             "train_storage": str(Path(storage) / name / "train_runs"), "workers": opts.workers_per_trial,
-            "cpus": opts.cpus_per_trial, "gpus": opts.gpus_per_trial, "max_failures": opts.max_failures}
+            "cpus": opts.cpus_per_trial, "gpus": opts.gpus_per_trial, "max_failures": opts.max_failures,
+            "backend": opts.trial_backend}
 
 
 def run_search(opts: TuneOptions, log: Callable[[str], None] = print) -> dict:
@@ -389,6 +497,11 @@ def run_search(opts: TuneOptions, log: Callable[[str], None] = print) -> dict:
 
     t0 = time.perf_counter()
     _validate(opts)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", STATE_SAVE_S)
+    # Read by a local Ray's workers (they inherit this environment): a trial's Train worker group
+    # may start slowly on a busy machine; Ray's default gives up after 60 s.
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
     storage = resolve_storage(opts.storage)
     opts, name, record = _job(opts, storage)
     tracking_uri = defaults.resolve_tracking_uri(opts.tracking_uri)
@@ -432,14 +545,15 @@ def run_search(opts: TuneOptions, log: Callable[[str], None] = print) -> dict:
             f"{search.metric} ({search.mode}) over {', '.join(search.keys)}")
         grid = _fit(opts, search, space, ctx, storage, name, concurrent)
         rows, unfinished = _rows(grid, search)
+        unfinished += [None] * max(0, opts.num_samples - len(rows))  # trials not created yet
         if unfinished:
             parent.set_tags({"igan.tune.state": "interrupted"})
             parent.client.set_terminated(parent.run_id, status="KILLED")
-            _end_children(parent.client, ctx, grid, search, interrupted=True)
-            raise SearchInterrupted(f"search '{name}' stopped with {len(unfinished)} of {len(rows)} trials "
+            _end_children(parent.client, ctx, rows, interrupted=True)
+            raise SearchInterrupted(f"search '{name}' stopped with {len(unfinished)} of {opts.num_samples} trials "
                                     f"unfinished; continue it with `igan tune {search.space_name} --resume "
                                     f"--name {name} --storage {storage}`")
-        _end_children(parent.client, ctx, grid, search, interrupted=False)
+        _end_children(parent.client, ctx, rows, interrupted=False)
         summary = _finish(parent, search, grid, rows, ctx, opts, tracking_uri, storage, name, log)
     except SearchInterrupted:
         raise
@@ -474,10 +588,20 @@ def _fit(opts: TuneOptions, search: Search, space: dict, ctx: dict, storage: str
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), {"cpu": TRIAL_DRIVER_CPUS})
+    if opts.trial_backend == "local":
+        resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}
+        trainable = tune.with_resources(tune.with_parameters(local_trial, ctx=ctx), resources)
+    else:
+        trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), {"cpu": TRIAL_DRIVER_CPUS})
+    callbacks = []
+    if os.environ.get(STOP_AFTER_ENV):
+        callbacks.append(_StopAfter(int(os.environ[STOP_AFTER_ENV])))
     path = str(Path(storage) / name)
     if opts.resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        local = getattr(tuner, "_local_tuner", None)
+        if local is not None and hasattr(local, "_run_config"):  # this run's callbacks, not the stored ones
+            local._run_config.callbacks = callbacks
     else:
         tuner = tune.Tuner(
             trainable, param_space=space,
@@ -485,10 +609,34 @@ def _fit(opts: TuneOptions, search: Search, space: dict, ctx: dict, storage: str
                                         scheduler=_scheduler(opts, search, space),
                                         search_alg=BasicVariantGenerator(random_state=opts.seed,
                                                                          max_concurrent=concurrent)),
-            run_config=tune.RunConfig(storage_path=storage, name=name, verbose=opts.verbose,
+            run_config=tune.RunConfig(storage_path=storage, name=name, verbose=opts.verbose, callbacks=callbacks,
                                       checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                       failure_config=tune.FailureConfig(max_failures=opts.max_failures)))
     return tuner.fit()
+
+
+def _stop_after_class():
+    from ray.tune import Callback
+
+    class StopAfter(Callback):
+        """Test-only (``IGAN_TEST_TUNE_STOP_AFTER``): once ``n`` trials have finished, stop the search
+        the way Ctrl+C does (Tune saves its state and returns; the unfinished trials stay resumable)."""
+
+        def __init__(self, n: int):
+            self.n, self.done = n, 0
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            import signal
+
+            self.done += 1
+            if self.done == self.n and os.environ.get(STOP_AFTER_ENV):
+                if threading.current_thread() is threading.main_thread():
+                    os.kill(os.getpid(), signal.SIGUSR1)  # Tune's own interrupt handler
+    return StopAfter
+
+
+def _StopAfter(n: int):
+    return _stop_after_class()(n)
 
 
 def _rows(grid, search: Search) -> tuple[list[dict], list[str]]:
@@ -518,16 +666,18 @@ def _trial_id_from_path(path: str | None) -> str | None:
     return parts[2] if len(parts) > 2 else Path(path).name
 
 
-def _end_children(client, ctx: dict, grid, search: Search, interrupted: bool) -> None:
-    """Child runs that a stopped trial left RUNNING (ASHA stops the trial's actor mid-training):
-    FINISHED with ``igan.tune.early_stopped``, or KILLED when the search was interrupted."""
+def _end_children(client, ctx: dict, rows: list[dict], interrupted: bool) -> None:
+    """Child runs a trial left RUNNING: a trial Tune finished (ASHA stops a trial's actor
+    mid-training) -> FINISHED with ``igan.tune.early_stopped`` when it stopped before the last
+    epoch; an unfinished trial of an interrupted search -> KILLED (``--resume`` reopens it)."""
+    status = {r["run_id"]: r["status"] for r in rows if r.get("run_id")}
     runs = client.search_runs([ctx["experiment_id"]],
                               filter_string=f"tags.mlflow.parentRunId = '{ctx['parent_run_id']}'",
                               max_results=10000)
     for run in runs:
         if run.info.status != "RUNNING":
             continue
-        if interrupted:
+        if interrupted and status.get(run.info.run_id) not in ("TERMINATED", "ERROR"):
             client.set_terminated(run.info.run_id, status="KILLED")
         else:
             client.set_tag(run.info.run_id, "igan.tune.early_stopped", "true")
