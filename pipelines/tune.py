@@ -473,9 +473,12 @@ def _scheduler(opts: TuneOptions, search: Search, space: dict):
         if not search.mutable:
             raise UserError(f"--scheduler pbt: space '{search.space_name}' has no key PBT may perturb "
                             "(PBT_MUTABLE) left after --set")
+        import random
+
+        random.seed(opts.seed)  # PBT draws its explore steps from Python's global generator
         return PopulationBasedTraining(time_attr="epoch", perturbation_interval=interval,
                                        hyperparam_mutations={k: space[k] for k in search.mutable},
-                                       quantile_fraction=0.25, seed=opts.seed)
+                                       quantile_fraction=0.25)
     return FIFOScheduler()
 
 
@@ -610,7 +613,9 @@ def _fit(opts: TuneOptions, search: Search, space: dict, ctx: dict, storage: str
                                         search_alg=BasicVariantGenerator(random_state=opts.seed,
                                                                          max_concurrent=concurrent)),
             run_config=tune.RunConfig(storage_path=storage, name=name, verbose=opts.verbose, callbacks=callbacks,
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                                      # PBT may clone any recent checkpoint of another trial: keep them all
+                                      checkpoint_config=tune.CheckpointConfig(
+                                          num_to_keep=None if opts.scheduler == "pbt" else 2),
                                       failure_config=tune.FailureConfig(max_failures=opts.max_failures)))
     return tuner.fit()
 

@@ -163,7 +163,8 @@ def test_train_backend_trial(ray_local, tmp_path, tracking_server, digits_data, 
 
 def test_pbt_search(ray_local, tmp_path, tracking_server, digits_data, capsys):
     """PBT over 4 short trials, two at a time: exploit/explore through the local backend's checkpoints."""
-    sets = [s for s in TINY if not s.startswith("train.epochs")] + ["train.epochs=4"]
+    sets = [s for s in TINY if not s.startswith(("train.epochs", "train.steps"))] + ["train.epochs=3",
+                                                                                      "train.steps_per_epoch=3"]
     args = _args(tmp_path, tracking_server, digits_data, "pbt", "--num-samples", "4", "--scheduler", "pbt",
                  "--grace-epochs", "1", "--trial-backend", "local", "--no-register", "--json", sets=sets)
     args[args.index("--max-concurrent") + 1] = "2"
@@ -172,7 +173,7 @@ def test_pbt_search(ray_local, tmp_path, tracking_server, digits_data, capsys):
     assert rc == 0, out.err[-3000:]
     summary = json.loads(out.out.strip().splitlines()[-1])
     assert len(summary["trials"]) == 4
-    assert all(t["status"] == "TERMINATED" and t["epoch"] == 4 for t in summary["trials"])
+    assert all(t["status"] == "TERMINATED" and t["epoch"] == 3 for t in summary["trials"])
 
 
 @pytest.fixture
