@@ -76,3 +76,15 @@ def test_label_count_changes_the_labeled_subset_deterministically():
     a5 = select_labeled(y, 5, seed=1)
     assert np.array_equal(a2, b2) and len(a2) == 20 and len(a5) == 50
     assert set(a2) <= set(a5)
+
+
+def test_space_from_a_py_file(tmp_path):
+    path = tmp_path / "my_space.py"
+    path.write_text("from ray import tune\nPRESET = 'ring8'\nMETRIC, MODE = 'modes_captured', 'max'\n"
+                    "def space():\n    return {'techniques.real_label': tune.choice([1.0, 0.9])}\n")
+    search, space = resolve_search(TuneOptions(space=str(path)))
+    assert search.preset == "ring8" and search.keys == ["techniques.real_label"] and search.mode == "max"
+    assert search.mutable == ["techniques.real_label"]
+    (tmp_path / "bad.py").write_text("PRESET = 'digits'\n")
+    with pytest.raises(UserError, match="lacks METRIC, MODE, space"):
+        resolve_search(TuneOptions(space=str(tmp_path / "bad.py")))
