@@ -229,13 +229,17 @@ class _Progress:
     epochs_done: int = 0
     nonfinite: str | None = None
     finished: bool = False
+    attempts: list = field(default_factory=list)  # each start of the worker group: epochs_done, nodes
 
     def handle(self, ev: dict) -> None:
         kind = ev["kind"]
         if kind == "start":
+            nodes = ev.get("nodes") or []
+            self.attempts.append({"epochs_done": ev["epochs_done"], "nodes": nodes})
             what = "starting" if ev["epochs_done"] == 0 else f"continuing after epoch {ev['epochs_done']}"
+            where = f" on {len(set(nodes))} nodes" if len(set(nodes)) > 1 else ""
             self.log(f"igan train: {what}: {ev['epochs']} epochs x {ev['steps_per_epoch']} steps on "
-                     f"{ev['world_size']} worker{'s' if ev['world_size'] > 1 else ''}")
+                     f"{ev['world_size']} worker{'s' if ev['world_size'] > 1 else ''}{where}")
         elif kind == "epoch":
             self.step, self.epochs_done = ev["step"], ev["epoch"]
             self.metrics.update(ev["metrics"])
@@ -339,7 +343,7 @@ def run_training(opts: TrainOptions, log: Callable[[str], None] = print) -> dict
         "run_url": run_url(tracking_uri, tracker.experiment_id, tracker.run_id),
         "metrics": progress.metrics, "step": progress.step, "epochs": cfg.train.epochs,
         "model_uris": model_uris, "storage": storage, "job_path": f"{storage}/{name}",
-        "checkpoint": checkpoint_dir, "workers": workers, "preset": cfg.preset,
+        "checkpoint": checkpoint_dir, "workers": workers, "preset": cfg.preset, "attempts": progress.attempts,
         "seconds": round(time.perf_counter() - t_start, 1), "ui": defaults.ui_command(tracking_uri),
     }
     return summary
@@ -370,10 +374,13 @@ def _launch(ray, cfg: Config, opts: TrainOptions, storage: str, name: str, data_
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.util.queue import Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from pipelines.worker import FAIL_ONCE_ENV, train_loop_per_worker
+    from pipelines.worker import FAIL_ONCE_ENV, HOLD_ENV, train_loop_per_worker
 
-    queue = Queue(actor_options={"num_cpus": 0})
+    # The event queue lives on the driver's node: losing a worker node must not lose the driver's events.
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    queue = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
     gpus = opts.gpus_per_worker
     resources = {"CPU": cpw, **({"GPU": gpus} if gpus else {})}
     marker = None
@@ -383,6 +390,7 @@ def _launch(ray, cfg: Config, opts: TrainOptions, storage: str, name: str, data_
         "config": cfg.to_dict(), "data_root": data_root, "run_id": run_id, "events": queue,
         "threads": threads, "fail_once": os.environ.get(FAIL_ONCE_ENV), "fail_marker": marker,
         "nonfinite_epoch": os.environ.get(NONFINITE_ENV), "report_every_epoch": opts.report_every_epoch,
+        "hold": os.environ.get(HOLD_ENV),
     }
     trainer = TorchTrainer(
         train_loop_per_worker, train_loop_config=loop_config,

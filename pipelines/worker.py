@@ -4,7 +4,8 @@ Ray Train every ``train.checkpoint_every`` epochs and at the end.
 
 Rank 0 sends one event per epoch (losses, metrics, a sample grid) to the driver through a Ray
 queue (``events``); the driver prints progress and logs to MLflow, so workers need no MLflow access.
-Events: ``start``, ``epoch``, ``nonfinite`` (the run stopped on a NaN/inf loss), ``done``.
+Events: ``start`` (also each restart of the worker group: ``epochs_done``, ``nodes`` = every rank's Ray
+node id), ``epoch``, ``nonfinite`` (the run stopped on a NaN/inf loss), ``done``.
 
 Checkpoints: a folder with ``state.pt`` (rank 0's :meth:`Trainer.state_dict`), ``meta.json``
 (epochs done, step, MLflow run id, last metrics), ``config.yaml``, and ``rng-rank<R>.pt`` from every
@@ -27,6 +28,7 @@ from igan.data.memory import ArraySplit
 from igan.trainer import NonFiniteLossError, Trainer
 
 FAIL_ONCE_ENV = "IGAN_TEST_FAIL_ONCE"  # "RANK:EPOCH" (EPOCH 1-based, as printed): test-only crash
+HOLD_ENV = "IGAN_TEST_HOLD"  # "EPOCH:PATH": test-only, every rank waits at the start of EPOCH until PATH exists
 STATE, META, CONFIG, RANK_RNG = "state.pt", "meta.json", "config.yaml", "rng-rank{}.pt"
 SAMPLE_SEED_OFFSET = 104729  # fixed noise for evaluation samples and grids (as igan.evaluation)
 
@@ -36,8 +38,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """The function Ray Train runs on every worker. ``loop_config``: ``config`` (Config dict),
     ``data_root`` (shard root or None for the embedded toy sets), ``run_id``, ``events`` (a
     ``ray.util.queue.Queue`` or None: print instead), ``threads`` (torch threads, 0: leave),
-    ``fail_once`` (``"RANK:EPOCH"`` or None) and ``fail_marker`` (file marking it done),
-    ``report_every_epoch`` (report metrics to Ray Train after every epoch, e.g. for Tune)."""
+    ``fail_once`` (``"RANK:EPOCH"`` or None) and ``fail_marker`` (file marking it done), ``hold``
+    (``"EPOCH:PATH"`` or None, see :func:`maybe_hold`), ``report_every_epoch`` (report metrics to Ray
+    Train after every epoch, e.g. for Tune)."""
     import ray.train
 
     ctx = ray.train.get_context()
@@ -51,7 +54,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     evaluator = Evaluator(cfg, loop_config.get("data_root"), rank, world)
     trainer, feed, done = build(cfg, loop_config.get("data_root"), rank, world)
     events.send("start", epochs_done=done, step=trainer.step, steps_per_epoch=len(feed), world_size=world,
-                epochs=cfg.train.epochs)
+                epochs=cfg.train.epochs, nodes=node_ids(world))
     train_epochs(trainer, feed, evaluator, cfg, done, rank, world, events, loop_config)
 
 
@@ -68,6 +71,20 @@ def build(cfg: Config, data_root: str | None, rank: int, world: int) -> tuple[Tr
         seed_rank(trainer, cfg, rank)
         done = 0
     return trainer, feed, done
+
+
+def node_ids(world: int) -> list[str]:
+    """The Ray node id of every rank, in rank order (a collective when ``world`` > 1)."""
+    import ray
+
+    mine = ray.get_runtime_context().get_node_id()
+    if world == 1:
+        return [mine]
+    import torch.distributed as dist
+
+    ids: list = [None] * world
+    dist.all_gather_object(ids, mine)
+    return ids
 
 
 def _wrapper(world: int):
@@ -99,6 +116,7 @@ def train_epochs(trainer: Trainer, feed, evaluator: "Evaluator", cfg: Config, do
     t0, metrics = time.perf_counter(), {}
     for epoch in range(done, cfg.train.epochs):
         maybe_fail(loop_config.get("fail_once"), loop_config.get("fail_marker"), rank, epoch)
+        maybe_hold(loop_config.get("hold"), epoch)
         trainer.set_epoch(epoch)
         batches = feed.epoch(epoch)
         if rank == 0 and str(epoch + 1) == str(loop_config.get("nonfinite_epoch")):
@@ -187,6 +205,19 @@ def maybe_fail(spec: str | None, marker: str | None, rank: int, epoch: int) -> N
     Path(marker).parent.mkdir(parents=True, exist_ok=True)
     Path(marker).write_text(f"rank {rank} epoch {epoch + 1}\n")
     raise RuntimeError(f"{FAIL_ONCE_ENV}: injected failure on rank {rank} at the start of epoch {epoch + 1}")
+
+
+def maybe_hold(spec: str | None, epoch: int, poll: float = 0.2) -> None:
+    """Test-only (``IGAN_TEST_HOLD``): with ``spec`` = ``"EPOCH:PATH"``, wait at the start of that
+    (1-based) epoch until the file PATH exists, so a test can act (e.g. take a node away) while the
+    job is known to be mid-run with a checkpoint behind it."""
+    if not spec:
+        return
+    want, path = spec.split(":", 1)
+    if epoch + 1 != int(want):
+        return
+    while not os.path.exists(path):
+        time.sleep(poll)
 
 
 # -- evaluation ----------------------------------------------------------------------------------
