@@ -11,6 +11,7 @@ EMA classifier's error on the whole digits test split (359 images). Goal: <= 4 %
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -69,7 +70,8 @@ def main() -> None:
                        storage=str(work / "ray"), tracking_uri=f"sqlite:///{work}/mlflow.db",
                        experiment="tune_digits", seed=args.seed, register=False, verbose=0,
                        trial_backend="local")
-    summary = run_search(opts, log=lambda m: print(m, file=sys.stderr, flush=True))
+    with contextlib.redirect_stdout(sys.stderr):  # Tune's and MLflow's own lines: stdout keeps one JSON line
+        summary = run_search(opts, log=lambda m: print(m, file=sys.stderr, flush=True))
     base = ray.get(base_ref)
     ray.shutdown()
     trials = summary["trials"]
