@@ -43,7 +43,7 @@ class DataConfig:
     labels_per_class: int = _f(5, low=-1, high=1000000,
                                help="labeled examples per class for semi-supervised training; "
                                     "0: none (unsupervised GAN), -1: every example labeled")
-    label_seed: int = _f(1, low=0, help="seed of the balanced labeled-subset draw")
+    label_seed: int = _f(0, low=0, help="seed of the balanced labeled-subset draw")
     pixel_range: str = _f("unit", choices=("unit", "symmetric", "authors"),
                           help="unit: [0,1]; symmetric: [-1,1]; authors: (x-127.5)/128")
     batch_size: int = _f(100, low=1, high=65536, help="per-worker minibatch size")
