@@ -184,6 +184,10 @@ def init_ray(address: str | None = None):
         import pipelines
 
         kwargs["runtime_env"] = {"py_modules": [os.path.dirname(igan.__file__), os.path.dirname(pipelines.__file__)]}
+    if address:
+        from pipelines.shard import _check_reachable
+
+        _check_reachable(address)  # Ray itself would retry for minutes without a word
     try:
         if address:
             ray.init(address=address, **kwargs)

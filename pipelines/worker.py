@@ -77,7 +77,7 @@ def node_ids(world: int) -> list[str]:
     """The Ray node id of every rank, in rank order (a collective when ``world`` > 1)."""
     import ray
 
-    mine = ray.get_runtime_context().get_node_id()
+    mine = ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
     if world == 1:
         return [mine]
     import torch.distributed as dist

@@ -38,6 +38,7 @@ TINY = ["model.d_widths=[32,16]", "model.g_widths=[32]", "train.epochs=4", "trai
 STEPS = 4 * 5
 START_TIMEOUT = 180  # a node on a busy 2-core machine can take a minute
 JOB_TIMEOUT = 480
+SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of the registered checkpoints
 BASELINE: dict = {}  # the uninterrupted run's summary (the job-submit test), for the node-loss test
 
 
@@ -150,7 +151,7 @@ class Cluster:
             proc = self.procs.pop(name)
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=10)
+                proc.wait(timeout=5)
             except ProcessLookupError:
                 pass
             except subprocess.TimeoutExpired:
@@ -268,7 +269,9 @@ def test_node_killed_mid_run_resumes_from_checkpoint(cluster, digits, mlflow_ser
                                   stderr=err, start_new_session=True)
     try:
         deadline = time.monotonic() + JOB_TIMEOUT
-        while not _checkpoints(job):
+        # The controller writes its snapshot when it has registered a checkpoint: from then on a
+        # restart continues from it (a checkpoint folder alone may not be registered yet).
+        while not (_checkpoints(job) and (job / SNAPSHOT).exists()):
             assert driver.poll() is None, f"igan train exited with {driver.returncode}:\n{_tail(err_path)}"
             assert time.monotonic() < deadline, f"no checkpoint in {job} before the deadline:\n{_tail(err_path)}"
             time.sleep(0.5)
@@ -276,7 +279,10 @@ def test_node_killed_mid_run_resumes_from_checkpoint(cluster, digits, mlflow_ser
         cluster.kill_node("node2")  # mid-run: epoch 1 checkpointed, the workers held at epoch 2
         cluster.start_node("node3")  # Ray Train needs the CPUs back to restart the 2-worker group
         gate.touch()
-        driver.wait(timeout=max(10.0, deadline - time.monotonic()))
+        try:
+            driver.wait(timeout=max(10.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"igan train did not finish within {JOB_TIMEOUT}s after the node loss:\n{_tail(err_path)}")
         t_done = time.monotonic()
     finally:
         if driver.poll() is None:
@@ -299,3 +305,14 @@ def test_node_killed_mid_run_resumes_from_checkpoint(cluster, digits, mlflow_ser
         for key in ("loss_d", "loss_g", "ssl_test_error"):
             assert summary["metrics"][key] == pytest.approx(BASELINE["metrics"][key], rel=1e-5), key
     print(f"node loss: checkpoint after {t_kill - t0:.0f}s, finished {t_done - t_kill:.0f}s after the kill")
+
+
+def test_unreachable_address_is_a_one_line_error(tmp_path):
+    """No cluster at --address: exit 2 at once with one line, instead of Ray retrying for minutes."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), IGAN_HOME=str(tmp_path))
+    env.pop("RAY_ADDRESS", None)
+    res = subprocess.run([sys.executable, "-m", "pipelines.cli", "train", "--address", f"127.0.0.1:{_free_port()}",
+                          "--tracking-uri", f"sqlite:///{tmp_path}/m.db"], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 2, res.stderr[-3000:]
+    assert "cannot reach the Ray cluster" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
