@@ -18,6 +18,7 @@ from igan.metrics.inception_net import InceptionWeightsNotFound
 
 TOY_SETS = ("ring8", "grid25")
 INCEPTION_SETS = ("cifar10", "imagenet")
+SAMPLE_SEED_OFFSET = 104729  # evaluation samples and grids use train.seed + this: fixed noise
 
 
 def scorer_kind(cfg: Config) -> str:
@@ -76,7 +77,7 @@ def evaluate(trainer, cfg: Config, test: ArraySplit | None = None, scorer=None,
         out["ssl_test_error"] = ssl_test_error(trainer.classify, test.x, test.y)
     if cfg.data.dataset in TOY_SETS or scorer is not None:
         if samples is None:
-            samples = trainer.generate(cfg.eval.num_samples, seed=cfg.train.seed + 104729)
+            samples = trainer.generate(cfg.eval.num_samples, seed=cfg.train.seed + SAMPLE_SEED_OFFSET)
         out.update(score_samples(samples, cfg, scorer))
     return out
 

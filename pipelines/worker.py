@@ -25,12 +25,12 @@ import torch
 from igan.config import Config, dump_yaml
 from igan.data.feed import DEFAULT_MEMORY_LIMIT, decoded_bytes, load_split, make_feed
 from igan.data.memory import ArraySplit
+from igan.evaluation import SAMPLE_SEED_OFFSET
 from igan.trainer import NonFiniteLossError, Trainer
 
 FAIL_ONCE_ENV = "IGAN_TEST_FAIL_ONCE"  # "RANK:EPOCH" (EPOCH 1-based, as printed): test-only crash
 HOLD_ENV = "IGAN_TEST_HOLD"  # "EPOCH:PATH": test-only, every rank waits at the start of EPOCH until PATH exists
 STATE, META, CONFIG, RANK_RNG = "state.pt", "meta.json", "config.yaml", "rng-rank{}.pt"
-SAMPLE_SEED_OFFSET = 104729  # fixed noise for evaluation samples and grids (as igan.evaluation)
 
 
 # -- entry point -------------------------------------------------------------------------------
