@@ -67,3 +67,34 @@ def mlflow_server(tmp_path_factory):
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray for this test module (2 CPUs, no dashboard), unless one is already running."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def digits_data(tmp_path_factory):
+    """A shard root of the embedded digits set (train and test), written without Ray."""
+    from pipelines.shard import shard_dataset
+
+    root = tmp_path_factory.mktemp("digits_shards")
+    shard_dataset("digits", str(root), engine="local", log=lambda m: None)
+    return str(root)
+
+
+@pytest.fixture
+def igan_home(tmp_path, monkeypatch):
+    """A private IGAN_HOME (default MLflow store, storage, caches) and quiet MLflow transfers."""
+    monkeypatch.setenv("IGAN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return tmp_path / "home"

@@ -13,16 +13,6 @@ from pipelines import cli
 from pipelines.shard import shard_dataset
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    if started:
-        ray.shutdown()
 
 
 def _sha(path):
@@ -45,7 +35,7 @@ def _check_folder(split_dir, manifest):
     return keys
 
 
-def test_png_sets_round_trip_pixel_exact(ray_session, tmp_path):
+def test_png_sets_round_trip_pixel_exact(ray_local, tmp_path):
     cifar = make_cifar10(str(tmp_path / "raw_cifar"), archive=True)
     svhn = make_svhn(str(tmp_path / "raw_svhn"))
     mnist = make_mnist(str(tmp_path / "raw_mnist"))
@@ -69,7 +59,7 @@ def test_png_sets_round_trip_pixel_exact(ray_session, tmp_path):
             assert np.array_equal(y.numpy(), labels)             # labels aligned with their images
 
 
-def test_imagenet_resize_skip_and_labels(ray_session, tmp_path):
+def test_imagenet_resize_skip_and_labels(ray_local, tmp_path):
     exp = make_imagenet(str(tmp_path / "raw"))
     out = str(tmp_path / "shards")
     train, val = shard_dataset("imagenet", out, src=str(tmp_path / "raw"), samples_per_shard=5, progress=False)
@@ -125,7 +115,7 @@ def _wait_quiet(folder, settle=1.5, limit=20.0):
             last, since = now, time.time()
 
 
-def test_crash_and_rerun_finishes_without_duplicates(ray_session, tmp_path):
+def test_crash_and_rerun_finishes_without_duplicates(ray_local, tmp_path):
     out = str(tmp_path / "digits")
     with pytest.raises(Exception, match="simulated crash"):
         shard_dataset("digits", out, split="train", samples_per_shard=200, progress=False, _crash_at_shard=4)
@@ -155,7 +145,7 @@ def test_crash_and_rerun_finishes_without_duplicates(ray_session, tmp_path):
     assert {n: os.stat(os.path.join(split_dir, n)).st_mtime_ns for n in os.listdir(split_dir)} == before
 
 
-def test_file_uri_output(ray_session, tmp_path):
+def test_file_uri_output(ray_local, tmp_path):
     out = "file://" + str(tmp_path / "uri")
     (m,) = shard_dataset("digits", out, split="test", samples_per_shard=100, progress=False)
     assert m["num_samples"] == 359 and len(m["shards"]) == 4
@@ -173,7 +163,7 @@ def _cli(argv, monkeypatch, capsys):
     return rc, capsys.readouterr()
 
 
-def test_cli_json_line(ray_session, tmp_path, monkeypatch, capsys):
+def test_cli_json_line(ray_local, tmp_path, monkeypatch, capsys):
     rc, cap = _cli(["shard", "digits", "--out", str(tmp_path / "d"), "--split", "test", "--no-progress",
                     "--json"], monkeypatch, capsys)
     assert rc == 0

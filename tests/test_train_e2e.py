@@ -18,22 +18,12 @@ import torch
 from igan.config import apply_overrides
 from igan.presets import get_preset
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("igan_home")]
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["train.epochs=2", "eval.every=1", "train.checkpoint_every=1", "eval.num_samples=200",
         "eval.grid_size=4"]
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture
@@ -42,19 +32,8 @@ def tracking(mlflow_server):
     return mlflow_server
 
 
-@pytest.fixture(scope="module")
-def digits_data(tmp_path_factory):
-    from pipelines.shard import shard_dataset
-
-    root = tmp_path_factory.mktemp("digits_shards")
-    shard_dataset("digits", str(root), engine="local", log=lambda m: None)
-    return str(root)
 
 
-@pytest.fixture(autouse=True)
-def _home(tmp_path, monkeypatch):
-    monkeypatch.setenv("IGAN_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _options(tmp_path, tracking, **kw):

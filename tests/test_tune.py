@@ -12,7 +12,7 @@ import math
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("igan_home")]
 
 TINY = ["eval.scorer=none", "train.epochs=2", "train.steps_per_epoch=5", "eval.every=1", "eval.grid_size=4",
         "model.d_widths=[64,32,32]", "model.g_widths=[32]", "techniques.wn_init_examples=100"]
@@ -20,31 +20,10 @@ TINY = ["eval.scorer=none", "train.epochs=2", "train.steps_per_epoch=5", "eval.e
 SEED = "1"
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    if started:
-        ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def digits_data(tmp_path_factory):
-    from pipelines.shard import shard_dataset
-
-    root = tmp_path_factory.mktemp("digits_shards")
-    shard_dataset("digits", str(root), engine="local", log=lambda m: None)
-    return str(root)
 
 
-@pytest.fixture(autouse=True)
-def _home(tmp_path, monkeypatch):
-    monkeypatch.setenv("IGAN_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _client(tracking):
