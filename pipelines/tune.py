@@ -278,12 +278,21 @@ def trial_driver(config: dict, ctx: dict) -> None:
 
 
 @contextlib.contextmanager
-def _ends(tracker):
-    """End an already started tracker the way its ``with`` block would (FINISHED, FAILED, KILLED)."""
+def _ends(tracker, finished: dict | None = None):
+    """End an already started tracker the way its ``with`` block would (FINISHED, FAILED, KILLED).
+    ``finished["final"]`` set by the trial once its last epoch is being reported: Tune may stop the
+    trial inside that final ``tune.report`` (the scheduler's STOP at max_t), which is a finished
+    trial, not a failed one."""
     try:
         yield tracker
     except BaseException as exc:
-        tracker.__exit__(type(exc), exc, exc.__traceback__)
+        # Tune ends a trial that the scheduler stopped (ASHA's early stop, or the final STOP at
+        # max_t) by exiting its actor with status 0: the trial ended as asked, it did not fail.
+        stopped = isinstance(exc, SystemExit) and exc.code in (0, None)
+        if stopped or (finished and finished.get("final")):
+            tracker.__exit__(None, None, None)
+        else:
+            tracker.__exit__(type(exc), exc, exc.__traceback__)
         raise
     tracker.__exit__(None, None, None)
 
@@ -305,7 +314,8 @@ def local_trial(config: dict, ctx: dict) -> None:
     from igan.config import dump_yaml
 
     cfg, tracker, trial_id, resume_from = _open_trial(config, ctx)
-    with _ends(tracker):
+    finished = {"final": False}
+    with _ends(tracker, finished):
         torch.set_num_threads(max(1, int(ctx["cpus"])))
         device = "cuda" if ctx["gpus"] > 0 else "cpu"
         data_root = ctx["data_root"]
@@ -348,6 +358,7 @@ def local_trial(config: dict, ctx: dict) -> None:
                                                   "run_id": tracker.run_id, "metrics": metrics,
                                                   "preset": cfg.preset}))
                 (d / CONFIG).write_text(dump_yaml(cfg))
+                finished["final"] = final
                 tune.report({**metrics, "epoch": epoch + 1, "step": trainer.step, "mlflow_run_id": tracker.run_id,
                              "seconds": round(time.perf_counter() - t0, 2)},
                             checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -355,6 +366,7 @@ def local_trial(config: dict, ctx: dict) -> None:
         if not reported and last is not None:
             # Restored from its final checkpoint (the search stopped before Tune saved that the trial
             # had finished): report that result again instead of training again.
+            finished["final"] = True
             tune.report({**last.get("metrics", {}), "epoch": int(last["epochs_done"]), "step": int(last["step"]),
                          "mlflow_run_id": tracker.run_id}, checkpoint=resume_from)
 

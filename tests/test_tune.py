@@ -68,7 +68,8 @@ def test_asha_search_stopped_and_resumed(ray_local, tmp_path, tracking_server, d
     assert client.get_run(parent_id).data.tags["igan.tune.state"] == "interrupted"
     before = _children(client, parent_id)
     done_before = {tid: r for tid, r in before.items() if r.info.status == "FINISHED"}
-    assert len(done_before) >= 2, {t: r.info.status for t, r in before.items()}
+    assert len(done_before) >= 2, {t: (r.info.status, r.data.tags.get("igan.failure_reason"))
+                                   for t, r in before.items()}
     hist_before = {tid: _history(client, r.info.run_id) for tid, r in done_before.items()}
     for steps in hist_before.values():
         assert steps and len(steps) == len(set(steps))
