@@ -40,14 +40,9 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from igan.evaluation import sample_grid
-    from pipelines.defaults import resolve_tracking_uri
-    from pipelines.registry import check_tracking_uri, generate_samples, load_generator, resolve_model_uri
+    from pipelines.registry import generate_samples
 
-    tracking_uri = resolve_tracking_uri(args.tracking_uri)
-    check_tracking_uri(tracking_uri)
-    name, version, run_id = resolve_model_uri(args.model_uri, tracking_uri)
-    device = pick_device(args.device)
-    generator, cfg = load_generator(args.model_uri, tracking_uri, device=device)
+    name, version, run_id, generator, cfg = open_generator(args)
     samples = generate_samples(generator, cfg, args.n, seed=args.seed)
     grid = sample_grid(samples, cfg, nrow=math.ceil(math.sqrt(args.n)))
     if out.parent and not out.parent.exists():
@@ -59,6 +54,19 @@ def run(args: argparse.Namespace) -> int:
                           "preset": cfg.preset, "n": args.n, "seed": args.seed, "out": str(out.resolve()),
                           "width": int(grid.shape[1]), "height": int(grid.shape[0])}))
     return 0
+
+
+def open_generator(args: argparse.Namespace):
+    """``(name, version, run_id, generator, cfg)`` for ``args.model_uri`` on ``args.device``, from the
+    store named by ``args.tracking_uri`` (or the default); UserError when it cannot be found."""
+    from pipelines.defaults import resolve_tracking_uri
+    from pipelines.registry import check_tracking_uri, load_generator, resolve_model_uri
+
+    tracking_uri = resolve_tracking_uri(args.tracking_uri)
+    check_tracking_uri(tracking_uri)
+    name, version, run_id = resolve_model_uri(args.model_uri, tracking_uri)
+    generator, cfg = load_generator(args.model_uri, tracking_uri, device=pick_device(args.device))
+    return name, version, run_id, generator, cfg
 
 
 def pick_device(choice: str) -> str:

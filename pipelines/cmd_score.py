@@ -35,15 +35,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from igan.evaluation import TOY_SETS, score_samples, scorer_kind
-    from pipelines.cmd_sample import pick_device
-    from pipelines.defaults import resolve_tracking_uri
-    from pipelines.registry import check_tracking_uri, generate_samples, load_generator, resolve_model_uri
+    from pipelines.cmd_sample import open_generator
+    from pipelines.registry import generate_samples
 
-    tracking_uri = resolve_tracking_uri(args.tracking_uri)
-    check_tracking_uri(tracking_uri)
-    name, version, run_id = resolve_model_uri(args.model_uri, tracking_uri)
-    device = pick_device(args.device)
-    generator, cfg = load_generator(args.model_uri, tracking_uri, device=device)
+    name, version, run_id, generator, cfg = open_generator(args)
     if scorer_kind(cfg) == "none" and cfg.data.dataset not in TOY_SETS:
         raise UserError(f"the run's config has eval.scorer=none and '{cfg.data.dataset}' is no toy set: "
                         "nothing to score")
