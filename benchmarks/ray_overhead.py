@@ -101,12 +101,15 @@ def ray_loop(config: dict) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     feed = MemoryFeed(bench_data(cfg), cfg, rank, world)
+    # independent: the same workers and data split, but no DDP and no collectives (each rank trains
+    # its own replica): the throughput ceiling of this machine without communication
+    synced = world if not config.get("independent") else 1
     trainer = Trainer(cfg, init_batch=feed.init_batch()[:100], device=ray.train.torch.get_device(),
-                      wrap=_wrapper(world))
+                      wrap=_wrapper(synced))
     seed_rank(trainer, cfg, rank)
 
     def run_chunk(chunk):
-        _, error = run_epoch(trainer, chunk, world)
+        _, error = run_epoch(trainer, chunk, synced)
         assert error is None, error
     step_s = time_chunks(run_chunk, batches_forever(feed), config["warmup"], config["steps"], config["chunks"])
     if rank == 0:  # Ray Train V2 keeps reported metrics only with checkpoints: a file instead
@@ -114,15 +117,18 @@ def ray_loop(config: dict) -> None:
             json.dump({"step_s": step_s, "nice": os.nice(0), "world": world, "batch_size": cfg.data.batch_size}, f)
 
 
-def ray_step_time(cfg, workers: int, threads: int, warmup: int, steps: int, chunks: int, storage: str) -> dict:
-    """Rank 0's steady-state seconds per step inside Ray Train with ``workers`` x ``threads``."""
+def ray_step_time(cfg, workers: int, threads: int, warmup: int, steps: int, chunks: int, storage: str,
+                  independent: bool = False) -> dict:
+    """Rank 0's steady-state seconds per step inside Ray Train with ``workers`` x ``threads``
+    (``independent``: without DDP or any collective, see :func:`ray_loop`)."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     out = os.path.join(storage, f"metrics-{time.time_ns()}.json")
     trainer = TorchTrainer(
         ray_loop, train_loop_config={"config": cfg.to_dict(), "threads": threads, "warmup": warmup,
-                                     "steps": steps, "chunks": chunks, "out": out},
+                                     "steps": steps, "chunks": chunks, "out": out,
+                                     "independent": independent},
         scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": threads}),
         run_config=RunConfig(storage_path=storage, name=f"bench-{os.getpid()}-{time.time_ns()}"))
     trainer.fit()
