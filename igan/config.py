@@ -49,6 +49,7 @@ class DataConfig:
     batch_size: int = _f(100, low=1, high=65536, help="per-worker minibatch size")
     shuffle_buffer: int = _f(2000, low=0, help="streaming shuffle buffer (samples)")
     loader_workers: int = _f(0, low=0, high=64, help="DataLoader worker processes per train worker")
+    decode_threads: int = _f(2, low=1, high=64, help="threads decoding each streamed batch (per loader worker)")
 
 
 @dataclass

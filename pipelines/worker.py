@@ -250,13 +250,11 @@ class Evaluator:
             for s in range(0, len(self.test), 1000):
                 yield self.test.x[s:s + 1000], self.test.y[s:s + 1000]
             return
-        from torch.utils.data import DataLoader
-
         from igan.data.shards import ShardDataset
 
-        ds = ShardDataset(self.root, "test", rank=self.rank, world_size=self.world, shuffle=False,
-                          pixel_range=self.cfg.data.pixel_range)
-        yield from DataLoader(ds, batch_size=500)
+        yield from ShardDataset(self.root, "test", rank=self.rank, world_size=self.world, shuffle=False,
+                                pixel_range=self.cfg.data.pixel_range, batch_size=500,
+                                decode_threads=self.cfg.data.decode_threads)
 
     def ssl_error(self, trainer: Trainer) -> float:
         """Test error (fraction) of the EMA classifier over the whole test split."""

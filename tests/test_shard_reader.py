@@ -221,3 +221,79 @@ def test_write_and_rerun_on_an_object_store_filesystem():
     x, y = read_split(out, "test")
     images, labels = load_digits_split("test")
     assert np.array_equal(x[:, 0].numpy(), images) and np.array_equal(y.numpy(), labels)
+
+
+@pytest.mark.parametrize("workers,threads", [(0, 1), (0, 2), (2, 2)])
+def test_batches_equal_the_sample_stream(roots, workers, threads):
+    """Batch mode decodes (on threads) the same images in the same order as the sample stream,
+    and with loader workers still covers every sample once."""
+    small, _ = roots
+    kw = dict(seed=3, epoch=1, shuffle_buffer=64, pixel_range="symmetric")
+    if workers == 0:
+        samples = list(ShardDataset(small, "train", **kw))
+        batches = list(ShardDataset(small, "train", batch_size=100, decode_threads=threads, **kw))
+        assert [len(b[1]) for b in batches] == [100] * 14 + [38]
+        assert torch.equal(torch.cat([b[0] for b in batches]), torch.stack([s[0] for s in samples]))
+        assert torch.equal(torch.cat([b[1] for b in batches]), torch.stack([s[1] for s in samples]))
+        dropped = list(ShardDataset(small, "train", batch_size=100, drop_last=True, decode_threads=threads, **kw))
+        assert len(dropped) == 14 and all(len(y) == 100 for _, y in dropped)
+    else:
+        loader = make_loader(small, "train", batch_size=50, num_workers=workers, decode_threads=threads)
+        images, labels = read_split(small, "train")
+        seen = collections.Counter()
+        for xb, yb in loader:
+            assert xb.dtype == torch.uint8 and xb.shape[1:] == (1, 8, 8) and len(xb) <= 50
+            seen.update((bytes(x.numpy()), int(y)) for x, y in zip(xb, yb))
+        assert seen == collections.Counter((bytes(x.numpy()), int(y)) for x, y in zip(images, labels))
+
+
+def test_batch_decoder_matches_single_decodes_and_names_a_misfit():
+    from igan.data.decoding import BatchDecoder, decode_image
+    from igan.data.imaging import encode
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (12, 10, 3), dtype=np.uint8) for _ in range(7)]
+    jpegs = [encode(a, "jpg") for a in arrays]
+    pngs = [encode(a, "png") for a in arrays]
+    for threads in (1, 3):
+        dec = BatchDecoder(3, 12, 10, threads=threads)
+        got = dec.decode(pngs)
+        assert got.shape == (7, 3, 12, 10) and np.array_equal(got.permute(0, 2, 3, 1).numpy(), np.stack(arrays))
+        assert torch.equal(dec.decode(jpegs), torch.stack([decode_image(j, 3) for j in jpegs]))
+        assert torch.equal(dec.decode(jpegs[:3] + pngs[3:]), torch.stack(
+            [decode_image(j, 3) for j in jpegs[:3]] + [decode_image(p, 3) for p in pngs[3:]]))
+        assert dec.decode([]).shape == (0, 3, 12, 10)
+        grey = BatchDecoder(1, 12, 10, threads=threads).decode(pngs[:2])
+        assert grey.shape == (2, 1, 12, 10)
+        big = encode(np.zeros((12, 11, 3), dtype=np.uint8), "png")
+        with pytest.raises(ValueError, match=r"image k5 decodes to \[3, 12, 11\]"):
+            dec.decode(pngs[:5] + [big], keys=[f"k{i}" for i in range(6)])
+        dec.close()
+    with pytest.raises(ValueError, match="threads"):
+        BatchDecoder(3, 4, 4, threads=0)
+
+
+def test_tar_members_group_by_key_like_webdataset(tmp_path):
+    """igan's direct ustar reader groups members as WebDataset does (key: up to the first dot of
+    the file name; upper-case extensions lowered; members without extension skipped)."""
+    import io as _io
+    import tarfile
+
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    from igan.data.shards import iter_tar
+
+    path = tmp_path / "s.tar"
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in [("a/000001.png", b"p1"), ("a/000001.cls", b"3"), ("a/000002.JPG", b"j2"),
+                           ("a/000002.cls", b"4"), ("README", b"x"), ("a/000003.seg.png", b"s")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, _io.BytesIO(data))
+    ours = [{k: v for k, v in s.items() if k != "__url__"} for s in iter_tar(str(path))]
+    with open(path, "rb") as f:
+        theirs = [{k: v for k, v in s.items() if k != "__url__"}
+                  for s in group_by_keys(tar_file_expander([{"url": str(path), "stream": f}]))]
+    assert ours == theirs == [{"__key__": "a/000001", "png": b"p1", "cls": b"3"},
+                              {"__key__": "a/000002", "jpg": b"j2", "cls": b"4"},
+                              {"__key__": "a/000003", "seg.png": b"s"}]

@@ -110,7 +110,8 @@ class StreamFeed:
         self.root, self.split = root, split
         self.dataset = ShardDataset(root, split, rank=rank, world_size=world_size, shuffle=True,
                                     shuffle_buffer=cfg.data.shuffle_buffer, seed=self.seed,
-                                    pixel_range=cfg.data.pixel_range)
+                                    pixel_range=cfg.data.pixel_range, batch_size=self.batch_size,
+                                    drop_last=True, decode_threads=cfg.data.decode_threads)
         self.loader_workers = cfg.data.loader_workers
         self.steps_per_epoch = _cap(self._min_batches(0), cfg)
         if self.steps_per_epoch == 0:
@@ -159,8 +160,8 @@ class StreamFeed:
         from torch.utils.data import DataLoader
 
         self.dataset.set_epoch(epoch)
-        loader = DataLoader(self.dataset, batch_size=self.batch_size, num_workers=self.loader_workers,
-                            drop_last=True, persistent_workers=False)
+        loader = self.dataset if self.loader_workers == 0 else DataLoader(
+            self.dataset, batch_size=None, num_workers=self.loader_workers, persistent_workers=False)
         lab = self._labeled_order(epoch)
         b, prev = self.batch_size, None
         for i, (x, _) in enumerate(loader):

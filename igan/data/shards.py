@@ -13,22 +13,33 @@ samples whose position in the epoch's stream is ``c`` modulo ``C`` (``split_by="
 way every sample is yielded once per epoch by exactly one consumer. Each consumer then shuffles
 through a buffer of ``shuffle_buffer`` samples seeded by ``(seed, epoch, c)``.
 
+Batches. With ``batch_size`` set, each consumer yields whole batches ``(images [B, C, H, W],
+labels [B])`` of its own stream (the last one short unless ``drop_last``), decoded by
+:class:`~igan.data.decoding.BatchDecoder` on ``decode_threads`` threads, ``prefetch`` batches
+ahead of the one being consumed. Use them with ``DataLoader(batch_size=None)``, or with no
+DataLoader at all: threads in the training process decode faster than worker processes on
+small machines (no shared-memory hand-over per batch), and worker processes remain available
+(``num_workers``) where the reading itself needs more cores.
+
 This module is plain PyTorch: the caller passes its Ray Train rank and world size.
 """
 from __future__ import annotations
 
 import io
+from collections import deque
 from typing import Iterator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from igan.data.decoding import BatchDecoder, decode_image
 from igan.data.manifest import split_manifest
 from igan.data.pixels import to_model_range
 from igan.data.storage import open_read
 
 SPLIT_MODES = ("auto", "shard", "sample")
+READ_SPLIT_THREADS = 2
 
 
 def iter_tar(url: str, select: str | None = None) -> Iterator[dict]:
@@ -45,13 +56,35 @@ def iter_tar(url: str, select: str | None = None) -> Iterator[dict]:
         raw = stream.read()
     members = _ustar_members(raw, url, keep)
     if members is None:
-        members = tar_file_expander([{"url": url, "stream": io.BytesIO(raw)}], select_files=keep)
-    yield from group_by_keys(members)
+        yield from group_by_keys(tar_file_expander([{"url": url, "stream": io.BytesIO(raw)}], select_files=keep))
+    else:
+        yield from _group_members(members, url)
 
 
-def _ustar_members(raw: bytes, url: str, keep) -> list[dict] | None:
-    """``[{"fname", "data", "__url__"}]`` of the regular files of an uncompressed ustar archive,
-    or None when the archive uses anything else (then the caller falls back to tarfile)."""
+def _group_members(members: list[tuple[str, bytes]], url: str) -> Iterator[dict]:
+    """Consecutive ``(name, data)`` members sharing a key as one sample dict, WebDataset's rule
+    (key: the path up to the first dot of the file name; the rest, lower-cased, is the field)
+    without its per-member regular expression: reading is per-sample overhead of every epoch."""
+    sample: dict | None = None
+    for name, data in members:
+        dot = name.find(".", name.rfind("/") + 1)
+        if dot <= name.rfind("/") + 1:
+            continue  # no extension or an empty base: not a sample member (as WebDataset)
+        key, field = name[:dot], name[dot + 1:].lower()
+        if sample is None or sample["__key__"] != key:
+            if sample is not None:
+                yield sample
+            sample = {"__key__": key, "__url__": url}
+        if field in sample:
+            raise ValueError(f"{url}: duplicate member {name}")
+        sample[field] = data
+    if sample is not None:
+        yield sample
+
+
+def _ustar_members(raw: bytes, url: str, keep) -> list[tuple[str, bytes]] | None:
+    """``[(name, data)]`` of the regular files of an uncompressed ustar archive, or None when the
+    archive uses anything else (then the caller falls back to tarfile)."""
     out, pos, end, finished = [], 0, len(raw), False
     view = memoryview(raw)
     while pos + 512 <= end:
@@ -74,27 +107,11 @@ def _ustar_members(raw: bytes, url: str, keep) -> list[dict] | None:
         if start + size > end:
             raise ValueError(f"{url}: truncated tar member {name}")
         if keep(name) and "/." not in "/" + name:
-            out.append({"fname": name, "data": bytes(view[start:start + size]), "__url__": url})
+            out.append((name, bytes(view[start:start + size])))
         pos = start + (size + 511) // 512 * 512
     if not finished:
         raise ValueError(f"{url}: truncated tar (no end-of-archive block after {len(out)} members)")
     return out
-
-
-def decode_image(data: bytes, channels: int) -> torch.Tensor:
-    """``uint8 [channels, H, W]`` tensor of PNG or JPEG bytes (torchvision's decoders, PIL fallback)."""
-    try:
-        from torchvision.io import ImageReadMode, decode_image as tv_decode
-
-        mode = ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
-        return tv_decode(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
-    except (ImportError, RuntimeError):
-        from PIL import Image
-
-        img = Image.open(io.BytesIO(data)).convert("L" if channels == 1 else "RGB")
-        arr = np.asarray(img)
-        arr = arr[:, :, None] if arr.ndim == 2 else arr
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
 def _image_bytes(sample: dict) -> bytes:
@@ -120,14 +137,22 @@ class ShardDataset(IterableDataset):
     ``epoch`` (or call :meth:`set_epoch` before each epoch; with ``persistent_workers`` the loader
     keeps the epoch of its first iteration); ``pixel_range`` None for ``uint8`` images, else
     ``unit``/``symmetric``/``authors`` floats; ``split_by`` ``auto``/``shard``/``sample``;
-    ``with_keys`` yields ``(key, image, label)``.
+    ``with_keys`` yields ``(key, image, label)`` (samples only). ``batch_size`` yields batches
+    ``(images [B, C, H, W], labels int64 [B])`` instead of samples, ``drop_last`` drops a short
+    last one, ``decode_threads`` and ``prefetch`` (batches decoding ahead) as in the module doc.
     """
 
     def __init__(self, root: str, split: str = "train", *, rank: int = 0, world_size: int = 1,
                  shuffle: bool = True, shuffle_buffer: int = 2000, seed: int = 0, epoch: int = 0,
-                 pixel_range: str | None = None, split_by: str = "auto", with_keys: bool = False):
+                 pixel_range: str | None = None, split_by: str = "auto", with_keys: bool = False,
+                 batch_size: int | None = None, drop_last: bool = False, decode_threads: int = 1,
+                 prefetch: int = 2):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in 0..{world_size - 1}; got {rank}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        if decode_threads < 1 or prefetch < 0:
+            raise ValueError(f"decode_threads must be >= 1 and prefetch >= 0; got {decode_threads}, {prefetch}")
         if split_by not in SPLIT_MODES:
             raise ValueError(f"split_by must be one of {', '.join(SPLIT_MODES)}; got {split_by!r}")
         folder, self.manifest = split_manifest(root, split)
@@ -137,6 +162,8 @@ class ShardDataset(IterableDataset):
         self.shuffle, self.shuffle_buffer, self.seed, self.epoch = shuffle, shuffle_buffer, seed, epoch
         self.pixel_range, self.split_by, self.with_keys = pixel_range, split_by, with_keys
         self.channels = int(self.manifest["channels"])
+        self.batch_size, self.drop_last = batch_size, drop_last
+        self.decode_threads, self.prefetch = decode_threads, prefetch
 
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch``'s shard order and shuffle seed from the next iteration on."""
@@ -190,6 +217,9 @@ class ShardDataset(IterableDataset):
         stream = self.samples()
         if self.shuffle and self.shuffle_buffer > 1:
             stream = shuffle_buffer(stream, self.shuffle_buffer, rng)
+        if self.batch_size is not None:
+            yield from self._batches(stream)
+            return
         for sample in stream:
             image = decode_image(_image_bytes(sample), self.channels)
             if self.pixel_range is not None:
@@ -198,15 +228,54 @@ class ShardDataset(IterableDataset):
             yield (sample["__key__"], image, label) if self.with_keys else (image, label)
 
 
+    def _batches(self, stream: Iterator[dict]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        h, w = self.manifest["image_size"]
+        decoder = BatchDecoder(self.channels, h, w, self.decode_threads)
+        pending: deque = deque()
+        try:
+            for chunk in _chunks(stream, self.batch_size):
+                if self.drop_last and len(chunk) < self.batch_size:
+                    break
+                handle = decoder.submit([_image_bytes(s) for s in chunk], [s["__key__"] for s in chunk])
+                pending.append((handle, torch.tensor([int(s["cls"]) for s in chunk], dtype=torch.int64)))
+                if len(pending) > self.prefetch:
+                    yield self._finish(*pending.popleft())
+            while pending:
+                yield self._finish(*pending.popleft())
+        finally:
+            decoder.close()
+
+    def _finish(self, handle, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images = BatchDecoder.result(handle)
+        if self.pixel_range is not None:
+            images = to_model_range(images, self.pixel_range)
+        return images, labels
+
+
+def _chunks(items: Iterator, size: int) -> Iterator[list]:
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def shuffle_buffer(items: Iterator, size: int, rng: np.random.Generator) -> Iterator:
     """``items`` in a random order: each output is drawn uniformly from a buffer of ``size`` items,
     refilled from the input; the remainder is flushed in random order. Every item comes out once."""
     buf: list = []
+    draws, d = np.empty(0, dtype=np.int64), 0
     for item in items:
         if len(buf) < size:
             buf.append(item)
             continue
-        j = int(rng.integers(len(buf)))
+        if d == len(draws):  # slots drawn in blocks: one numpy call per 1024 items, not per item
+            draws, d = rng.integers(size, size=1024), 0
+        j = int(draws[d])
+        d += 1
         buf[j], item = item, buf[j]
         yield item
     for j in rng.permutation(len(buf)):
@@ -214,20 +283,20 @@ def shuffle_buffer(items: Iterator, size: int, rng: np.random.Generator) -> Iter
 
 
 def make_loader(root: str, split: str = "train", *, batch_size: int, rank: int = 0, world_size: int = 1,
-                num_workers: int = 0, shuffle: bool = True, shuffle_buffer: int = 2000, seed: int = 0,
-                epoch: int = 0, pixel_range: str | None = None, split_by: str = "auto",
+                num_workers: int = 0, decode_threads: int = 2, shuffle: bool = True, shuffle_buffer: int = 2000,
+                seed: int = 0, epoch: int = 0, pixel_range: str | None = None, split_by: str = "auto",
                 drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
     """A DataLoader of batches ``(images [B, C, H, W], labels int64 [B])`` over this rank's part of
     the split (a :class:`ShardDataset`, reachable as ``loader.dataset`` for ``set_epoch``).
-    Batches are formed inside each loader worker, so the last batch of a worker may be short
-    (``drop_last`` drops it). Call ``loader.dataset.set_epoch(e)`` before each epoch; ranks may
+    Batches are formed and decoded (``decode_threads`` threads each) inside each of
+    ``num_workers`` worker processes, or in this process when ``num_workers=0``; the last batch of
+    a worker may be short (``drop_last`` drops it). Call ``loader.dataset.set_epoch(e)`` before each epoch; ranks may
     differ by up to one shard in ``split_by="shard"`` mode (``loader.dataset.num_samples(num_workers)``
     tells each rank its count, e.g. to agree on a common number of steps)."""
     ds = ShardDataset(root, split, rank=rank, world_size=world_size, shuffle=shuffle,
                       shuffle_buffer=shuffle_buffer, seed=seed, epoch=epoch, pixel_range=pixel_range,
-                      split_by=split_by)
-    return DataLoader(ds, batch_size=batch_size, num_workers=num_workers, drop_last=drop_last,
-                      pin_memory=pin_memory, persistent_workers=False)
+                      split_by=split_by, batch_size=batch_size, drop_last=drop_last, decode_threads=decode_threads)
+    return DataLoader(ds, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, persistent_workers=False)
 
 
 def read_split(root: str, split: str, pixel_range: str | None = None,
@@ -238,13 +307,17 @@ def read_split(root: str, split: str, pixel_range: str | None = None,
     folder, manifest = split_manifest(root, split)
     channels = int(manifest["channels"])
     h, w = manifest["image_size"]
-    found: list[tuple[str, torch.Tensor, int]] = []
+    found: list[tuple[str, bytes, int]] = []
     for s in manifest["shards"]:
         for sample in iter_tar(folder.url_of(s["name"])):
             if keys is None or sample["__key__"] in keys:
-                found.append((sample["__key__"], decode_image(_image_bytes(sample), channels), int(sample["cls"])))
+                found.append((sample["__key__"], _image_bytes(sample), int(sample["cls"])))
     found.sort(key=lambda t: t[0])
-    images = torch.stack([t[1] for t in found]) if found else torch.zeros((0, channels, h, w), dtype=torch.uint8)
+    decoder = BatchDecoder(channels, h, w, threads=READ_SPLIT_THREADS)
+    try:
+        images = decoder.decode([t[1] for t in found], [t[0] for t in found])
+    finally:
+        decoder.close()
     labels = torch.tensor([t[2] for t in found], dtype=torch.int64)
     if pixel_range is not None:
         images = to_model_range(images, pixel_range)

@@ -1,0 +1,113 @@
+"""Encoded image bytes (PNG, JPEG) to ``uint8`` tensors: one image, or whole batches on a thread pool.
+
+Batches are what the shard reader hands to training. Decoding dominates reading cost (~80 us for a
+128x128 JPEG against ~10 us for everything else), and torchvision's decoders release the GIL, so a
+few threads in the consuming process decode a batch in parallel with no worker processes, no
+shared-memory hand-over and no pickling: on a 2-core machine that is ~2x the images per second of
+worker processes doing the same decoding. Each thread decodes a contiguous slice of the batch
+through torchvision's list API straight into the batch tensor.
+"""
+from __future__ import annotations
+
+import io
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+def _read_mode(channels: int):
+    from torchvision.io import ImageReadMode
+
+    return ImageReadMode.GRAY if channels == 1 else ImageReadMode.RGB
+
+
+def _as_tensor(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def decode_image(data: bytes, channels: int) -> torch.Tensor:
+    """``uint8 [channels, H, W]`` tensor of PNG or JPEG bytes (torchvision's decoders, PIL fallback)."""
+    try:
+        from torchvision.io import decode_image as tv_decode
+
+        return tv_decode(_as_tensor(data), mode=_read_mode(channels))
+    except (ImportError, RuntimeError):
+        from PIL import Image
+
+        img = Image.open(io.BytesIO(data)).convert("L" if channels == 1 else "RGB")
+        arr = np.asarray(img)
+        arr = arr[:, :, None] if arr.ndim == 2 else arr
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+
+
+def _is_jpeg(data: bytes) -> bool:
+    return data[:3] == b"\xff\xd8\xff"
+
+
+class BatchDecoder:
+    """Decodes lists of encoded images into ``uint8 [B, channels, H, W]`` batches on ``threads``
+    threads (``threads=1``: in the calling thread, no pool). ``submit`` starts a batch and returns
+    at once, so a reader can keep the next batches decoding while the current one trains;
+    ``result`` waits for it. Every image must be ``H x W`` (a shard split's fixed size)."""
+
+    def __init__(self, channels: int, height: int, width: int, threads: int = 1):
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1; got {threads}")
+        self.shape = (int(channels), int(height), int(width))
+        self.threads = threads
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="igan-decode") if threads > 1 else None
+
+    def submit(self, datas: Sequence[bytes], keys: Sequence[str] | None = None) -> tuple[torch.Tensor, list[Future]]:
+        """Start decoding ``datas`` (with ``keys`` for error messages); returns a handle for :meth:`result`."""
+        out = torch.empty((len(datas), *self.shape), dtype=torch.uint8)
+        keys = keys if keys is not None else [str(i) for i in range(len(datas))]
+        if self._pool is None or not datas:
+            self._decode_into(out, 0, datas, keys)
+            return out, []
+        step = -(-len(datas) // self.threads)
+        futures = [self._pool.submit(self._decode_into, out, s, datas[s:s + step], keys[s:s + step])
+                   for s in range(0, len(datas), step)]
+        return out, futures
+
+    @staticmethod
+    def result(handle: tuple[torch.Tensor, list[Future]]) -> torch.Tensor:
+        """The decoded batch ``uint8 [B, C, H, W]`` of a :meth:`submit` handle (raises its error)."""
+        out, futures = handle
+        for f in futures:
+            f.result()
+        return out
+
+    def decode(self, datas: Sequence[bytes], keys: Sequence[str] | None = None) -> torch.Tensor:
+        """``uint8 [B, C, H, W]`` of ``datas``, decoded now."""
+        return self.result(self.submit(datas, keys))
+
+    def _decode_into(self, out: torch.Tensor, start: int, datas: Sequence[bytes], keys: Sequence[str]) -> None:
+        from torchvision.io import decode_jpeg
+
+        if not datas:
+            return
+        channels = self.shape[0]
+        if all(_is_jpeg(d) for d in datas):
+            # one call for the slice: torchvision's per-call Python overhead is paid once
+            images = decode_jpeg([_as_tensor(d) for d in datas], mode=_read_mode(channels))
+        else:
+            images = [decode_image(d, channels) for d in datas]
+        for image, key in zip(images, keys):
+            if tuple(image.shape) != self.shape:
+                raise ValueError(f"image {key} decodes to {list(image.shape)}, not the split's {list(self.shape)}")
+        torch.stack(images, out=out[start:start + len(images)])
+
+    def close(self) -> None:
+        """Stop the threads (pending batches finish first)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __del__(self):
+        if getattr(self, "_pool", None) is not None:
+            self._pool.shutdown(wait=False)
+
+
+__all__ = ["BatchDecoder", "decode_image"]
