@@ -227,7 +227,6 @@ class ShardDataset(IterableDataset):
             label = torch.tensor(int(sample["cls"]), dtype=torch.int64)
             yield (sample["__key__"], image, label) if self.with_keys else (image, label)
 
-
     def _batches(self, stream: Iterator[dict]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         h, w = self.manifest["image_size"]
         decoder = BatchDecoder(self.channels, h, w, self.decode_threads)
@@ -290,9 +289,10 @@ def make_loader(root: str, split: str = "train", *, batch_size: int, rank: int =
     the split (a :class:`ShardDataset`, reachable as ``loader.dataset`` for ``set_epoch``).
     Batches are formed and decoded (``decode_threads`` threads each) inside each of
     ``num_workers`` worker processes, or in this process when ``num_workers=0``; the last batch of
-    a worker may be short (``drop_last`` drops it). Call ``loader.dataset.set_epoch(e)`` before each epoch; ranks may
-    differ by up to one shard in ``split_by="shard"`` mode (``loader.dataset.num_samples(num_workers)``
-    tells each rank its count, e.g. to agree on a common number of steps)."""
+    a worker may be short (``drop_last`` drops it). Call ``loader.dataset.set_epoch(e)`` before
+    each epoch; ranks may differ by up to one shard in ``split_by="shard"`` mode
+    (``loader.dataset.num_samples(num_workers)`` tells each rank its count, e.g. to agree on a
+    common number of steps)."""
     ds = ShardDataset(root, split, rank=rank, world_size=world_size, shuffle=shuffle,
                       shuffle_buffer=shuffle_buffer, seed=seed, epoch=epoch, pixel_range=pixel_range,
                       split_by=split_by, batch_size=batch_size, drop_last=drop_last, decode_threads=decode_threads)
