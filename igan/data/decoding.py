@@ -42,8 +42,7 @@ def decode_image(data: bytes, channels: int) -> torch.Tensor:
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
 
 
-def _is_jpeg(data: bytes) -> bool:
-    return data[:3] == b"\xff\xd8\xff"
+JPEG_MAGIC = b"\xff\xd8\xff"
 
 
 class BatchDecoder:
@@ -57,6 +56,7 @@ class BatchDecoder:
             raise ValueError(f"threads must be >= 1; got {threads}")
         self.shape = (int(channels), int(height), int(width))
         self.threads = threads
+        self._mode = _read_mode(channels)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="igan-decode") if threads > 1 else None
 
     def submit(self, datas: Sequence[bytes], keys: Sequence[str] | None = None) -> tuple[torch.Tensor, list[Future]]:
@@ -88,16 +88,20 @@ class BatchDecoder:
 
         if not datas:
             return
-        channels = self.shape[0]
-        if all(_is_jpeg(d) for d in datas):
+        if all(d[:3] == JPEG_MAGIC for d in datas):
             # one call for the slice: torchvision's per-call Python overhead is paid once
-            images = decode_jpeg([_as_tensor(d) for d in datas], mode=_read_mode(channels))
+            images = decode_jpeg([torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas], mode=self._mode)
         else:
-            images = [decode_image(d, channels) for d in datas]
-        for image, key in zip(images, keys):
-            if tuple(image.shape) != self.shape:
-                raise ValueError(f"image {key} decodes to {list(image.shape)}, not the split's {list(self.shape)}")
-        torch.stack(images, out=out[start:start + len(images)])
+            images = [decode_image(d, self.shape[0]) for d in datas]
+        if tuple(images[0].shape) == self.shape:
+            try:
+                torch.stack(images, out=out[start:start + len(images)])
+                return
+            except RuntimeError:
+                pass  # some image differs: name it below
+        key = next(k for image, k in zip(images, keys) if tuple(image.shape) != self.shape)
+        shape = next(list(image.shape) for image in images if tuple(image.shape) != self.shape)
+        raise ValueError(f"image {key} decodes to {shape}, not the split's {list(self.shape)}")
 
     def close(self) -> None:
         """Stop the threads (pending batches finish first)."""
