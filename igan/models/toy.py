@@ -7,15 +7,19 @@ from torch import nn
 
 from igan.config import Config
 from igan.layers import MinibatchDiscrimination
-from igan.models.common import Discriminator, Generator, register_model
+from igan.models.common import Discriminator, Generator, gen_norm, register_model
 
 
 class ToyGenerator(Generator):
+    """ReLU MLP with the generators' normaliser after each hidden layer (batch norm with a fixed
+    unit gain, or virtual batch norm): without it G spreads its mass between the mixture's modes
+    for tens of thousands of steps."""
+
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         layers, n_in = [], cfg.model.z_dim
         for width in cfg.model.g_widths:
-            layers += [nn.Linear(n_in, width), nn.ReLU()]
+            layers += [nn.Linear(n_in, width, bias=False), gen_norm(cfg, width, 1), nn.ReLU()]
             n_in = width
         layers.append(nn.Linear(n_in, cfg.data.channels))
         self.net = nn.Sequential(*layers)
