@@ -85,7 +85,7 @@ _TOY = {
     # Batch norm in G (models/toy.py) took grid25 from <= 5/25 modes to 8/25 at 10 epochs; 30
     # epochs with the decay over the last 15 took ring8 from 63% to 83% high quality (8/8 modes)
     # and grid25 to 9/25 at 53% with 128x2 nets; G 400x3 and D 200x2 (PacGAN's grid sizes, one
-    # layer fewer each) then reach grid25 24/25 at 83% and ring8 8/8 at 88%.
+    # layer fewer each) then reach ring8 8/8 at 93% and grid25 12-24/25 at 79-84% (run to run).
     "optim": {"lr_d": 2e-4, "lr_g": 2e-4, "beta1": 0.5, "decay_start_epoch": 15},
     "train": {"epochs": 30, "checkpoint_every": 5},
     "eval": {"every": 2, "num_samples": 2500, "scorer": "none"},
