@@ -13,8 +13,6 @@ from pipelines import cli
 from pipelines.shard import shard_dataset
 
 
-
-
 def _sha(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()

@@ -24,16 +24,10 @@ TINY = ["train.epochs=2", "eval.every=1", "train.checkpoint_every=1", "eval.num_
         "eval.grid_size=4"]
 
 
-
-
 @pytest.fixture
 def tracking(mlflow_server):
     """A real ``mlflow server`` on 127.0.0.1 (tests/conftest.py)."""
     return mlflow_server
-
-
-
-
 
 
 def _options(tmp_path, tracking, **kw):

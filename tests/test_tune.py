@@ -20,12 +20,6 @@ TINY = ["eval.scorer=none", "train.epochs=2", "train.steps_per_epoch=5", "eval.e
 SEED = "1"
 
 
-
-
-
-
-
-
 def _client(tracking):
     from mlflow import MlflowClient
 

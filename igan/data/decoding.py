@@ -90,7 +90,7 @@ class BatchDecoder:
             return
         if all(d[:3] == JPEG_MAGIC for d in datas):
             # one call for the slice: torchvision's per-call Python overhead is paid once
-            images = decode_jpeg([torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas], mode=self._mode)
+            images = decode_jpeg([_as_tensor(d) for d in datas], mode=self._mode)
         else:
             images = [decode_image(d, self.shape[0]) for d in datas]
         misfit = next(((k, im) for im, k in zip(images, keys) if tuple(im.shape) != self.shape), None)

@@ -67,8 +67,9 @@ def _group_members(members: list[tuple[str, bytes]], url: str) -> Iterator[dict]
     without its per-member regular expression: reading is per-sample overhead of every epoch."""
     sample: dict | None = None
     for name, data in members:
-        dot = name.find(".", name.rfind("/") + 1)
-        if dot <= name.rfind("/") + 1:
+        base = name.rfind("/") + 1
+        dot = name.find(".", base)
+        if dot <= base:
             continue  # no extension or an empty base: not a sample member (as WebDataset)
         key, field = name[:dot], name[dot + 1:].lower()
         if sample is None or sample["__key__"] != key:
