@@ -141,10 +141,13 @@ def test_resume_after_driver_killed(ray_local, tmp_path, tracking, digits_data):
                             start_new_session=True)
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and not _checkpoints(job):
+        # Kill only once Ray Train registered a checkpoint (its snapshot file): a checkpoint folder
+        # alone may not be registered yet, and --resume would then rightly start over.
+        registered = lambda: _checkpoints(job) and (job / "checkpoint_manager_snapshot.json").exists()  # noqa: E731
+        while time.time() < deadline and not registered():
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             time.sleep(0.5)
-        assert _checkpoints(job), "no checkpoint before the deadline"
+        assert registered(), "no registered checkpoint before the deadline"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
         proc.wait()
