@@ -88,8 +88,10 @@ class Trainer:
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
-        if x.dim() == 4 and self.device.type == "cuda" and self.cfg.train.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        if x.dim() == 4:
+            # streamed batches arrive channels_last (igan.data.decoding); the models see one layout
+            cl = self.device.type == "cuda" and self.cfg.train.channels_last
+            x = x.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
         return x
 
     def _autocast(self):

@@ -259,6 +259,7 @@ def test_batch_decoder_matches_single_decodes_and_names_a_misfit():
         dec = BatchDecoder(3, 12, 10, threads=threads)
         got = dec.decode(pngs)
         assert got.shape == (7, 3, 12, 10) and np.array_equal(got.permute(0, 2, 3, 1).numpy(), np.stack(arrays))
+        assert got.is_contiguous(memory_format=torch.channels_last)  # decoders' own order: no transpose
         assert torch.equal(dec.decode(jpegs), torch.stack([decode_image(j, 3) for j in jpegs]))
         assert torch.equal(dec.decode(jpegs[:3] + pngs[3:]), torch.stack(
             [decode_image(j, 3) for j in jpegs[:3]] + [decode_image(p, 3) for p in pngs[3:]]))

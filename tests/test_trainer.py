@@ -36,6 +36,20 @@ def test_one_step_per_preset(preset):
     assert any(not torch.equal(a, p) for a, p in zip(before_g, [p for p in trainer.G.parameters() if p.requires_grad]))
 
 
+def test_channels_last_batches_train_exactly_like_contiguous_ones():
+    """Streamed batches arrive channels_last; the trainer must compute the same step from them."""
+    cfg = tiny("cifar10")
+    x, x2, xl, yl = _batch(cfg)
+    runs = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        torch.manual_seed(0)
+        trainer = Trainer(cfg, init_batch=x, device="cpu")
+        logs = trainer.train_step(*(t.contiguous(memory_format=layout) for t in (x, x2, xl)), yl)
+        runs.append((logs, [p.detach().clone() for p in trainer.D.parameters()]))
+    assert runs[1][0] == runs[0][0]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+
+
 def test_d_step_leaves_generator_without_gradients():
     cfg = tiny("digits")
     x, _, xl, yl = _batch(cfg)

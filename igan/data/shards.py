@@ -14,7 +14,8 @@ way every sample is yielded once per epoch by exactly one consumer. Each consume
 through a buffer of ``shuffle_buffer`` samples seeded by ``(seed, epoch, c)``.
 
 Batches. With ``batch_size`` set, each consumer yields whole batches ``(images [B, C, H, W],
-labels [B])`` of its own stream (the last one short unless ``drop_last``), decoded by
+labels [B])`` of its own stream (the last one short unless ``drop_last``; images in
+``channels_last`` memory, see :mod:`igan.data.decoding`), decoded by
 :class:`~igan.data.decoding.BatchDecoder` on ``decode_threads`` threads, ``prefetch`` batches
 ahead of the one being consumed. Use them with ``DataLoader(batch_size=None)``, or with no
 DataLoader at all: threads in the training process decode faster than worker processes on
@@ -320,6 +321,7 @@ def read_split(root: str, split: str, pixel_range: str | None = None,
     finally:
         decoder.close()
     labels = torch.tensor([t[2] for t in found], dtype=torch.int64)
+    images = images.contiguous()  # held in memory and sliced often: the plain layout
     if pixel_range is not None:
         images = to_model_range(images, pixel_range)
     return images, labels
