@@ -56,7 +56,8 @@ class BatchDecoder:
     """Decodes lists of encoded images into ``uint8 [B, channels, H, W]`` batches (``channels_last``
     memory, module doc) on ``threads`` threads (``threads=1``: in the calling thread, no pool).
     ``submit`` starts a batch and returns at once, so a reader can keep the next batches decoding
-    while the current one trains; ``result`` waits for it. Every image must be ``H x W`` (a shard split's fixed size)."""
+    while the current one trains; ``result`` waits for it. Every image must be ``H x W`` (a shard
+    split's fixed size)."""
 
     def __init__(self, channels: int, height: int, width: int, threads: int = 1):
         if threads < 1:
