@@ -88,7 +88,7 @@ _TOY = {
     # layer fewer each) then reach ring8 8/8 at 93% and grid25 12-24/25 at 79-84% (run to run).
     # grid25 gets 60 epochs (decay over the last 20): one seed went from 14/25 at 78% (30 epochs)
     # to 17/25 at 86%, another reached 25/25 at 91%; lr 1e-4 or 5e-4, z_dim 16, historical
-    # averaging and PacGAN's full depths did not help at 30 epochs.
+    # averaging, PacGAN's full depths and batch 200 did not help at 30 epochs.
     "optim": {"lr_d": 2e-4, "lr_g": 2e-4, "beta1": 0.5, "decay_start_epoch": 15},
     "train": {"epochs": 30, "checkpoint_every": 5},
     "eval": {"every": 2, "num_samples": 2500, "scorer": "none"},
