@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from train_jobs import checkpoint_registered, job_checkpoints
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +39,6 @@ TINY = ["model.d_widths=[32,16]", "model.g_widths=[32]", "train.epochs=4", "trai
 STEPS = 4 * 5
 START_TIMEOUT = 180  # a node on a busy 2-core machine can take a minute
 JOB_TIMEOUT = 480
-SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of the registered checkpoints
 BASELINE: dict = {}  # the uninterrupted run's summary (the job-submit test), for the node-loss test
 
 
@@ -214,10 +214,6 @@ def _last_json(text: str) -> dict:
     raise AssertionError(f"no JSON line in the output:\n{text[-3000:]}")
 
 
-def _checkpoints(job: Path) -> list[Path]:
-    return sorted(p for p in job.glob("checkpoint_*") if (p / "meta.json").exists())
-
-
 def _check_mlflow(tracking: str, run_id: str) -> None:
     from mlflow import MlflowClient
 
@@ -269,9 +265,7 @@ def test_node_killed_mid_run_resumes_from_checkpoint(cluster, digits, mlflow_ser
                                   stderr=err, start_new_session=True)
     try:
         deadline = time.monotonic() + JOB_TIMEOUT
-        # The controller writes its snapshot when it has registered a checkpoint: from then on a
-        # restart continues from it (a checkpoint folder alone may not be registered yet).
-        while not (_checkpoints(job) and (job / SNAPSHOT).exists()):
+        while not checkpoint_registered(job):
             assert driver.poll() is None, f"igan train exited with {driver.returncode}:\n{_tail(err_path)}"
             assert time.monotonic() < deadline, f"no checkpoint in {job} before the deadline:\n{_tail(err_path)}"
             time.sleep(0.5)
@@ -298,7 +292,7 @@ def test_node_killed_mid_run_resumes_from_checkpoint(cluster, digits, mlflow_ser
     assert first["epochs_done"] == 0 and last["epochs_done"] >= 1, summary["attempts"]
     before, after = _spread(first), _spread(last)
     assert len(before & after) == 1, f"the restart should keep the head and replace the lost node: {summary['attempts']}"
-    meta = json.loads((_checkpoints(job)[-1] / "meta.json").read_text())
+    meta = json.loads((job_checkpoints(job)[-1] / "meta.json").read_text())
     assert meta["epochs_done"] == 4 and meta["step"] == STEPS
     _check_mlflow(mlflow_server, summary["run_id"])
     if BASELINE:  # the same config without the node loss: the same final losses (rank RNG restored too)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_jobs import checkpoint_registered, job_checkpoints
 
 from igan.config import apply_overrides
 from igan.presets import get_preset
@@ -43,10 +44,6 @@ def _client(tracking):
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=tracking, registry_uri=tracking)
-
-
-def _checkpoints(job: Path) -> list[Path]:
-    return sorted(p for p in job.glob("checkpoint_*") if (p / "meta.json").exists())
 
 
 def _artifacts(client, run_id, path=""):
@@ -119,7 +116,7 @@ def test_nonfinite_loss_stops_and_fails_the_run(ray_local, tmp_path, tracking, d
     record = json.loads((tmp_path / "ray" / "nan-job" / "igan_job.json").read_text())
     run = _client(tracking).get_run(record["run_id"])
     assert run.info.status == "FAILED" and "non-finite" in run.data.tags["igan.failure_reason"]
-    ckpts = _checkpoints(tmp_path / "ray" / "nan-job")
+    ckpts = job_checkpoints(tmp_path / "ray" / "nan-job")
     assert ckpts, "the last good checkpoint stays"
     meta = json.loads((ckpts[-1] / "meta.json").read_text())
     assert meta["epochs_done"] == 1 and meta["step"] == 3
@@ -141,13 +138,11 @@ def test_resume_after_driver_killed(ray_local, tmp_path, tracking, digits_data):
                             start_new_session=True)
     try:
         deadline = time.time() + 120
-        # Kill only once Ray Train registered a checkpoint (its snapshot file): a checkpoint folder
-        # alone may not be registered yet, and --resume would then rightly start over.
-        registered = lambda: _checkpoints(job) and (job / "checkpoint_manager_snapshot.json").exists()  # noqa: E731
-        while time.time() < deadline and not registered():
+        # kill only once Ray Train registered a checkpoint, else --resume rightly starts over
+        while time.time() < deadline and not checkpoint_registered(job):
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             time.sleep(0.5)
-        assert registered(), "no registered checkpoint before the deadline"
+        assert checkpoint_registered(job), "no registered checkpoint before the deadline"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray it started
         proc.wait()
