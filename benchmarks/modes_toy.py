@@ -42,7 +42,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--set", action="append", default=[])
     args = ap.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        ap.error(f"--seeds: comma-separated integers, e.g. 0,1,2; got {args.seeds!r}")
     presets = args.presets.split(",")
     unknown = sorted(set(presets) - set(TARGETS))
     if unknown:
