@@ -6,7 +6,7 @@ other keys of tune_spaces/digits.py vary) with the local trial backend; the base
 trained by igan's plain loop on the same shards, in a Ray task beside the search. Both measure the
 EMA classifier's error on the whole digits test split (359 images). Goal: <= 4 %. Prints one JSON line.
 
-    .venv/bin/python benchmarks/tune_digits.py [--trials 8] [--epochs 100] [--concurrent 2]
+    .venv/bin/python benchmarks/tune_digits.py [--trials 8] [--epochs 150] [--concurrent 2]
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def baseline_error(overrides: list[str], data_root: str, threads: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=8)
-    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--epochs", type=int, default=150)
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--concurrent", type=int, default=2, help="trials at once (one CPU each)")
     ap.add_argument("--scheduler", default="asha", choices=("asha", "fifo", "pbt"))

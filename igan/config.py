@@ -76,6 +76,9 @@ class TechniquesConfig:
     minibatch_discrimination: bool = _f(False, help="minibatch-discrimination layer in D")
     mbd_kernels: int = _f(100, low=1, high=4096, help="minibatch-discrimination kernels B")
     mbd_dim: int = _f(5, low=1, high=1024, help="minibatch-discrimination dimension per kernel C")
+    mbd_layer: int = _f(-1, low=-16, high=16,
+                        help="index of the D hidden layer that feeds minibatch discrimination (-1: the last; "
+                             "other values: MLP discriminators only)")
     historical_averaging: bool = _f(False, help="penalise distance to the running mean of past parameters")
     ha_weight: float = _f(1e-3, low=0.0, high=1e6, help="historical-averaging penalty weight")
     real_label: float = _f(1.0, low=0.5, high=1.0, help="one-sided smoothing: D's target for real data (1.0: off)")
@@ -119,6 +122,9 @@ class EvalConfig:
                      help="auto: Inception-v3 for CIFAR/ImageNet, a domain classifier otherwise")
     grid_size: int = _f(10, low=1, high=32, help="sample grid side (grid_size**2 images)")
 
+
+#: Models whose discriminator can feed minibatch discrimination from any hidden layer.
+MLP_DISCRIMINATORS = ("mnist_mlp", "toy_mlp")
 
 SECTIONS = {
     "data": DataConfig, "model": ModelConfig, "techniques": TechniquesConfig,
@@ -248,6 +254,9 @@ def validate(cfg: Config) -> Config:
             _check_value(f"{section}.{f.name}", getattr(obj, f.name), f.metadata)
     if cfg.model.name == "toy_mlp" and cfg.techniques.semi_supervised:
         raise ConfigError("config key 'techniques.semi_supervised' must be false for model.name=toy_mlp")
+    if cfg.techniques.mbd_layer != -1 and cfg.model.name not in MLP_DISCRIMINATORS:
+        raise ConfigError(f"config key 'techniques.mbd_layer' must be -1 for model.name={cfg.model.name} "
+                          f"(other layers: {', '.join(MLP_DISCRIMINATORS)})")
     if cfg.techniques.semi_supervised and cfg.data.labels_per_class == 0:
         raise ConfigError("config key 'data.labels_per_class' must be -1 or >= 1 when "
                           "techniques.semi_supervised is true")

@@ -34,7 +34,7 @@ class MinibatchDiscrimination(nn.Module):
 
     ``M = x @ T`` viewed as ``[N, B, C]``; ``c_b(i, j) = exp(-||M_ib - M_jb||_1)``;
     ``o(x_i)_b = sum_{j != i} c_b(i, j) + bias_b``. Output ``[x, o(x)]`` of width
-    ``in_features + num_kernels``. ``group_sizes`` splits the batch into independent minibatches
+    ``in_features + num_kernels``; :meth:`statistics` gives ``o(x)`` alone. ``group_sizes`` splits the batch into independent minibatches
     (real and generated samples are compared only within their own group).
     Initialisation as in the authors' code: ``T ~ N(0, 0.05^2)``, ``bias = -1``.
     """
@@ -54,13 +54,17 @@ class MinibatchDiscrimination(nn.Module):
         dist = torch.cdist(mb, mb, p=1.0)               # [B, n, n]
         return (torch.exp(-dist).sum(2) - 1.0).transpose(0, 1).to(m.dtype)
 
-    def forward(self, x: torch.Tensor, group_sizes: list[int] | None = None) -> torch.Tensor:
+    def statistics(self, x: torch.Tensor, group_sizes: list[int] | None = None) -> torch.Tensor:
+        """``o(x)``: ``[N, num_kernels]`` for ``x`` of ``[N, in_features]``, in ``x``'s dtype."""
         m = (x @ self.T).view(-1, self.num_kernels, self.kernel_dim)
         chunks = m.split(group_sizes) if group_sizes else (m,)
         o = torch.cat([self._closeness(c) for c in chunks], 0)
         if self.bias is not None:
             o = o + self.bias
-        return torch.cat([x, o.to(x.dtype)], 1)
+        return o.to(x.dtype)
+
+    def forward(self, x: torch.Tensor, group_sizes: list[int] | None = None) -> torch.Tensor:
+        return torch.cat([x, self.statistics(x, group_sizes)], 1)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, num_kernels={self.num_kernels}, kernel_dim={self.kernel_dim}"

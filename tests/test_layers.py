@@ -24,6 +24,7 @@ def test_minibatch_discrimination_matches_formula_and_excludes_self():
     out = layer(x)
     assert out.shape == (5, 4 + 3)
     torch.testing.assert_close(out, _mbd_reference(x, layer.T, layer.bias, 3, 2))
+    torch.testing.assert_close(layer.statistics(x), out[:, 4:])
     # A lone sample has nobody to compare with: its statistic is only the bias (self excluded).
     torch.testing.assert_close(layer(x[:1])[:, 4:], layer.bias.detach().view(1, -1))
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from igan.config import apply_overrides
+from igan.config import ConfigError, apply_overrides
 from igan.models import build_models
 from igan.presets import get_preset
 
@@ -72,3 +72,26 @@ def test_fm_layer_choice():
     _, D = build_models(cfg)
     with pytest.raises(ValueError, match="fm_layer=5"):
         D(torch.rand(2, 1, 8, 8))
+
+
+def test_mbd_layer_feeds_minibatch_discrimination_from_that_hidden_layer():
+    cfg = apply_overrides(get_preset("grid25"), ["model.d_widths=[6,4]", "techniques.mbd_kernels=3",
+                                                 "techniques.mbd_dim=2", "techniques.mbd_layer=0"])
+    _, D = build_models(cfg)
+    assert D.mbd.T.shape == (6, 3 * 2)                  # sized for the first hidden layer
+    x = torch.randn(5, 2)
+    h0 = torch.nn.functional.leaky_relu(D.layers[0](x), 0.2)
+    h1 = torch.nn.functional.leaky_relu(D.layers[1](h0), 0.2)
+    m = (h0 @ D.mbd.T).view(5, 3, 2)
+    o = torch.exp(-(m[:, None] - m[None]).abs().sum(-1)).sum(1) - 1.0 + D.mbd.bias  # self excluded
+    torch.testing.assert_close(D(x)[0], D.out(torch.cat([h1, o], 1)))
+    # the default (-1) is the last hidden layer, as before the option existed
+    _, D_last = build_models(apply_overrides(cfg, ["techniques.mbd_layer=-1"]))
+    assert D_last.mbd.T.shape == (4, 3 * 2)
+
+
+def test_mbd_layer_out_of_range_or_unsupported_is_rejected():
+    with pytest.raises(ValueError, match=r"mbd_layer=2 .*\(allowed: -2\.\.1\)"):
+        build_models(apply_overrides(get_preset("grid25"), ["model.d_widths=[6,4]", "techniques.mbd_layer=2"]))
+    with pytest.raises(ConfigError, match="techniques.mbd_layer' must be -1 for model.name=cifar_conv"):
+        apply_overrides(get_preset("cifar10"), ["techniques.mbd_layer=0"])

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from igan.config import Config
-from igan.layers import VirtualBatchNorm, WNConv2d, WNConvTranspose2d, WNLinear
+from igan.layers import MinibatchDiscrimination, VirtualBatchNorm, WNConv2d, WNConvTranspose2d, WNLinear
 
 MODEL_REGISTRY: dict[str, Callable[[Config], tuple["Generator", "Discriminator"]]] = {}
 
@@ -96,3 +96,17 @@ class Discriminator(nn.Module):
             raise ValueError(f"techniques.fm_layer={self.fm_layer} but this discriminator has "
                              f"{len(hidden)} feature layers (allowed: {-len(hidden)}..{len(hidden) - 1})")
         return hidden[self.fm_layer].flatten(1)
+
+
+
+def mlp_minibatch_discrimination(cfg: Config) -> MinibatchDiscrimination | None:
+    """Minibatch discrimination for an MLP discriminator with hidden widths ``model.d_widths``, sized
+    for the hidden layer ``techniques.mbd_layer`` that feeds it; None when the technique is off.
+    Its statistics ``[N, mbd_kernels]`` join the last hidden layer's features."""
+    t, widths = cfg.techniques, cfg.model.d_widths
+    if not t.minibatch_discrimination:
+        return None
+    if not -len(widths) <= t.mbd_layer < len(widths):
+        raise ValueError(f"techniques.mbd_layer={t.mbd_layer} but this discriminator has {len(widths)} "
+                         f"hidden layers (allowed: {-len(widths)}..{len(widths) - 1})")
+    return MinibatchDiscrimination(widths[t.mbd_layer], t.mbd_kernels, t.mbd_dim)

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from igan.config import Config
-from igan.layers import GaussianNoise, MinibatchDiscrimination
-from igan.models.common import Discriminator, Generator, dense, gen_norm, register_model
+from igan.layers import GaussianNoise
+from igan.models.common import Discriminator, Generator, dense, gen_norm, mlp_minibatch_discrimination, register_model
 
 
 class MLPGenerator(Generator):
@@ -44,18 +44,19 @@ class MLPDiscriminator(Discriminator):
             n_in = width
         self.hidden_noise = GaussianNoise(cfg.model.d_hidden_noise)
         t = cfg.techniques
-        self.mbd = MinibatchDiscrimination(n_in, t.mbd_kernels, t.mbd_dim) if t.minibatch_discrimination else None
+        self.mbd, self.mbd_layer = mlp_minibatch_discrimination(cfg), t.mbd_layer
         self.out = dense(cfg, n_in + (t.mbd_kernels if self.mbd else 0), self.num_logits, last=True)
 
     def forward(self, x: torch.Tensor, group_sizes: list[int] | None = None):
         h = self.input_noise(x.flatten(1))
-        hidden = []
+        hidden, noisy = [], []
         for layer in self.layers:
             h = F.relu(layer(h))
             hidden.append(h)  # features are taken before the noise, as in the authors' code
             h = self.hidden_noise(h)
+            noisy.append(h)
         if self.mbd is not None:
-            h = self.mbd(h, group_sizes)
+            h = torch.cat([h, self.mbd.statistics(noisy[self.mbd_layer], group_sizes)], 1)
         return self.out(h), self.pick_feature(hidden)
 
 

@@ -6,8 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from igan.config import Config
-from igan.layers import MinibatchDiscrimination
-from igan.models.common import Discriminator, Generator, gen_norm, register_model
+from igan.models.common import Discriminator, Generator, gen_norm, mlp_minibatch_discrimination, register_model
 
 
 class ToyGenerator(Generator):
@@ -38,7 +37,7 @@ class ToyDiscriminator(Discriminator):
             self.layers.append(nn.Linear(n_in, width))
             n_in = width
         t = cfg.techniques
-        self.mbd = MinibatchDiscrimination(n_in, t.mbd_kernels, t.mbd_dim) if t.minibatch_discrimination else None
+        self.mbd, self.mbd_layer = mlp_minibatch_discrimination(cfg), t.mbd_layer
         self.out = nn.Linear(n_in + (t.mbd_kernels if self.mbd else 0), self.num_logits)
 
     def forward(self, x: torch.Tensor, group_sizes: list[int] | None = None):
@@ -47,7 +46,7 @@ class ToyDiscriminator(Discriminator):
             h = F.leaky_relu(layer(h), 0.2)
             hidden.append(h)
         if self.mbd is not None:
-            h = self.mbd(h, group_sizes)
+            h = torch.cat([h, self.mbd.statistics(hidden[self.mbd_layer], group_sizes)], 1)
         return self.out(h), self.pick_feature(hidden)
 
 
