@@ -88,6 +88,10 @@ def test_mbd_layer_feeds_minibatch_discrimination_from_that_hidden_layer():
     # the default (-1) is the last hidden layer, as before the option existed
     _, D_last = build_models(apply_overrides(cfg, ["techniques.mbd_layer=-1"]))
     assert D_last.mbd.T.shape == (4, 3 * 2)
+    # the MNIST/digits MLP: its first hidden layer (16 units) feeds MBD, the output sees 8 + 3
+    _, D_mlp = build_models(apply_overrides(tiny("digits"), ["techniques.minibatch_discrimination=true",
+                                                             "techniques.mbd_kernels=3", "techniques.mbd_layer=0"]))
+    assert D_mlp.mbd.T.shape == (16, 3 * 5) and D_mlp(torch.rand(4, 1, 8, 8))[0].shape == (4, 10)
 
 
 def test_mbd_layer_out_of_range_or_unsupported_is_rejected():
