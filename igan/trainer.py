@@ -226,9 +226,13 @@ class Trainer:
         return model.eval()
 
     @torch.no_grad()
-    def classify(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-        """Class logits ``[N, K]`` (CPU, float32) from :meth:`classifier` for images in model range."""
+    def classify(self, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """Class logits ``[N, K]`` (CPU, float32) from :meth:`classifier` for images in model range,
+        in batches of ``batch_size`` (default ``data.batch_size``): minibatch discrimination's
+        statistics sum over the other images of a batch, so D classifies in batches of the size it
+        was trained on (a batch of 359 gave it 3.6 times the statistic it learned from)."""
         model = self.classifier()
+        batch_size = batch_size or self.cfg.data.batch_size
         out = []
         for start in range(0, len(x), batch_size):
             with self._autocast():

@@ -50,6 +50,19 @@ def test_channels_last_batches_train_exactly_like_contiguous_ones():
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
 
 
+def test_classify_uses_training_sized_batches_so_mbd_sees_what_it_learned():
+    cfg = apply_overrides(tiny("digits"), ["techniques.minibatch_discrimination=true", "techniques.mbd_kernels=4",
+                                           "techniques.mbd_dim=3", "data.batch_size=10"])
+    trainer = Trainer(cfg, device="cpu")
+    x = torch.rand(25, 1, 8, 8)
+    logits = trainer.classify(x)
+    assert logits.shape == (25, 10)
+    # each image's logits depend only on its own training-sized batch, not on how many come after
+    torch.testing.assert_close(logits[:10], trainer.classify(x[:10]))
+    torch.testing.assert_close(logits[20:], trainer.classify(x[20:]))
+    assert not torch.allclose(trainer.classify(x, batch_size=25)[:10], logits[:10])
+
+
 def test_d_step_leaves_generator_without_gradients():
     cfg = tiny("digits")
     x, _, xl, yl = _batch(cfg)
