@@ -17,10 +17,11 @@ def same_as(key: str):
     return tune.sample_from(lambda spec: spec.config[key])
 
 
-def mbd(kernels=(50, 300), dim=(3, 50)) -> dict:
-    """Minibatch discrimination on/off with kernels B and dimension C drawn independently."""
+def mbd(kernels=(50, 300), dim=(3, 50), off_share: int = 1) -> dict:
+    """Minibatch discrimination on/off with kernels B and dimension C drawn independently; off in
+    ``off_share`` of every ``off_share + 1`` trials (1: half)."""
     return {
-        "techniques.minibatch_discrimination": tune.choice([False, True]),
+        "techniques.minibatch_discrimination": tune.choice([False] * off_share + [True]),
         "techniques.mbd_kernels": tune.qrandint(kernels[0], kernels[1], 25 if kernels[0] % 25 == 0 else 1),
         "techniques.mbd_dim": tune.randint(dim[0], dim[1] + 1),
     }
