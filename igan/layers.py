@@ -34,8 +34,9 @@ class MinibatchDiscrimination(nn.Module):
 
     ``M = x @ T`` viewed as ``[N, B, C]``; ``c_b(i, j) = exp(-||M_ib - M_jb||_1)``;
     ``o(x_i)_b = sum_{j != i} c_b(i, j) + bias_b``. Output ``[x, o(x)]`` of width
-    ``in_features + num_kernels``; :meth:`statistics` gives ``o(x)`` alone. ``group_sizes`` splits the batch into independent minibatches
-    (real and generated samples are compared only within their own group).
+    ``in_features + num_kernels``; :meth:`statistics` gives ``o(x)`` alone. ``group_sizes`` splits
+    the batch into independent minibatches (real and generated samples are compared only within
+    their own group).
     Initialisation as in the authors' code: ``T ~ N(0, 0.05^2)``, ``bias = -1``.
     """
 

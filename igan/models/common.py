@@ -98,7 +98,6 @@ class Discriminator(nn.Module):
         return hidden[self.fm_layer].flatten(1)
 
 
-
 def mlp_minibatch_discrimination(cfg: Config) -> MinibatchDiscrimination | None:
     """Minibatch discrimination for an MLP discriminator with hidden widths ``model.d_widths``, sized
     for the hidden layer ``techniques.mbd_layer`` that feeds it; None when the technique is off.
