@@ -91,7 +91,8 @@ _TOY = {
     # with one G step; 60 epochs, lr 1e-4 or 5e-4, z_dim 16, historical averaging, PacGAN's full
     # depths, batch 200 and no smoothing did not make it reliable either; nor did MBD fed from D's
     # first hidden layer (techniques.mbd_layer=0: seeds 1, 2 at 15 and 25/25; with 3 G steps seeds
-    # 0-2 at 23, 17, 19/25 and 84-89%), 60 epochs of it (seed 1: 18/25), D input noise 0.2 or packing.
+    # 0-2 at 23, 17, 19/25 and 84-89%), 60 epochs of it (seed 1: 18/25), D input noise 0.2, packing
+    # or a maxout D (seeds 1, 4: 14 and 16/25).
     "optim": {"lr_d": 2e-4, "lr_g": 2e-4, "beta1": 0.5, "decay_start_epoch": 15},
     "train": {"epochs": 30, "checkpoint_every": 5},
     "eval": {"every": 2, "num_samples": 2500, "scorer": "none"},
