@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipelines.worker import META
+
 #: Ray Train's record of the checkpoints it has registered.
 SNAPSHOT = "checkpoint_manager_snapshot.json"
 
 
 def job_checkpoints(job: Path) -> list[Path]:
     """igan's complete checkpoint folders (their ``meta.json`` written) under ``job``, by name."""
-    return sorted(p for p in job.glob("checkpoint_*") if (p / "meta.json").exists())
+    return sorted(p for p in job.glob("checkpoint_*") if (p / META).exists())
 
 
 def checkpoint_registered(job: Path) -> bool:

@@ -78,6 +78,13 @@ class Generator(nn.Module):
         return out[n_ref:] if n_ref else out
 
 
+def check_layer_index(key: str, index: int, count: int, kind: str) -> None:
+    """ValueError naming config ``key`` when ``index`` (Python indexing) is outside ``count`` layers."""
+    if not -count <= index < count:
+        raise ValueError(f"techniques.{key}={index} but this discriminator has {count} {kind} layers "
+                         f"(allowed: {-count}..{count - 1})")
+
+
 class Discriminator(nn.Module):
     """Base discriminator: ``forward(x, group_sizes=None) -> (logits [N, K or 1], features [N, F])``.
 
@@ -88,14 +95,21 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
         self.fm_layer = cfg.techniques.fm_layer
+        self.mbd_layer = cfg.techniques.mbd_layer
         self.num_logits = cfg.data.num_classes if cfg.techniques.semi_supervised else 1
 
     def pick_feature(self, hidden: list[torch.Tensor]) -> torch.Tensor:
         """The hidden activation at ``fm_layer`` (Python indexing), flattened to ``[N, F]``."""
-        if not -len(hidden) <= self.fm_layer < len(hidden):
-            raise ValueError(f"techniques.fm_layer={self.fm_layer} but this discriminator has "
-                             f"{len(hidden)} feature layers (allowed: {-len(hidden)}..{len(hidden) - 1})")
+        check_layer_index("fm_layer", self.fm_layer, len(hidden), "feature")
         return hidden[self.fm_layer].flatten(1)
+
+    def join_minibatch_statistics(self, h: torch.Tensor, layer_outputs: list[torch.Tensor],
+                                  group_sizes: list[int] | None) -> torch.Tensor:
+        """``h`` ``[N, F]`` with the minibatch-discrimination statistics of ``layer_outputs[mbd_layer]``
+        appended (``[N, F + mbd_kernels]``); ``h`` itself when ``self.mbd`` (set by the subclass) is None."""
+        if self.mbd is None:
+            return h
+        return torch.cat([h, self.mbd.statistics(layer_outputs[self.mbd_layer], group_sizes)], 1)
 
 
 def mlp_minibatch_discrimination(cfg: Config) -> MinibatchDiscrimination | None:
@@ -105,7 +119,5 @@ def mlp_minibatch_discrimination(cfg: Config) -> MinibatchDiscrimination | None:
     t, widths = cfg.techniques, cfg.model.d_widths
     if not t.minibatch_discrimination:
         return None
-    if not -len(widths) <= t.mbd_layer < len(widths):
-        raise ValueError(f"techniques.mbd_layer={t.mbd_layer} but this discriminator has {len(widths)} "
-                         f"hidden layers (allowed: {-len(widths)}..{len(widths) - 1})")
+    check_layer_index("mbd_layer", t.mbd_layer, len(widths), "hidden")
     return MinibatchDiscrimination(widths[t.mbd_layer], t.mbd_kernels, t.mbd_dim)

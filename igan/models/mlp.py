@@ -44,7 +44,7 @@ class MLPDiscriminator(Discriminator):
             n_in = width
         self.hidden_noise = GaussianNoise(cfg.model.d_hidden_noise)
         t = cfg.techniques
-        self.mbd, self.mbd_layer = mlp_minibatch_discrimination(cfg), t.mbd_layer
+        self.mbd = mlp_minibatch_discrimination(cfg)
         self.out = dense(cfg, n_in + (t.mbd_kernels if self.mbd else 0), self.num_logits, last=True)
 
     def forward(self, x: torch.Tensor, group_sizes: list[int] | None = None):
@@ -55,9 +55,7 @@ class MLPDiscriminator(Discriminator):
             hidden.append(h)  # features are taken before the noise, as in the authors' code
             h = self.hidden_noise(h)
             noisy.append(h)
-        if self.mbd is not None:
-            h = torch.cat([h, self.mbd.statistics(noisy[self.mbd_layer], group_sizes)], 1)
-        return self.out(h), self.pick_feature(hidden)
+        return self.out(self.join_minibatch_statistics(h, noisy, group_sizes)), self.pick_feature(hidden)
 
 
 @register_model("mnist_mlp")

@@ -37,7 +37,7 @@ class ToyDiscriminator(Discriminator):
             self.layers.append(nn.Linear(n_in, width))
             n_in = width
         t = cfg.techniques
-        self.mbd, self.mbd_layer = mlp_minibatch_discrimination(cfg), t.mbd_layer
+        self.mbd = mlp_minibatch_discrimination(cfg)
         self.out = nn.Linear(n_in + (t.mbd_kernels if self.mbd else 0), self.num_logits)
 
     def forward(self, x: torch.Tensor, group_sizes: list[int] | None = None):
@@ -45,9 +45,7 @@ class ToyDiscriminator(Discriminator):
         for layer in self.layers:
             h = F.leaky_relu(layer(h), 0.2)
             hidden.append(h)
-        if self.mbd is not None:
-            h = torch.cat([h, self.mbd.statistics(hidden[self.mbd_layer], group_sizes)], 1)
-        return self.out(h), self.pick_feature(hidden)
+        return self.out(self.join_minibatch_statistics(h, hidden, group_sizes)), self.pick_feature(hidden)
 
 
 @register_model("toy_mlp")
