@@ -254,9 +254,14 @@ def validate(cfg: Config) -> Config:
             _check_value(f"{section}.{f.name}", getattr(obj, f.name), f.metadata)
     if cfg.model.name == "toy_mlp" and cfg.techniques.semi_supervised:
         raise ConfigError("config key 'techniques.semi_supervised' must be false for model.name=toy_mlp")
-    if cfg.techniques.mbd_layer != -1 and cfg.model.name not in MLP_DISCRIMINATORS:
+    mbd_layer, n_hidden = cfg.techniques.mbd_layer, len(cfg.model.d_widths)
+    if mbd_layer != -1 and cfg.model.name not in MLP_DISCRIMINATORS:
         raise ConfigError(f"config key 'techniques.mbd_layer' must be -1 for model.name={cfg.model.name} "
                           f"(other layers: {', '.join(MLP_DISCRIMINATORS)})")
+    if cfg.model.name in MLP_DISCRIMINATORS and n_hidden and not -n_hidden <= mbd_layer < n_hidden:
+        # caught here, before a Ray job starts, rather than when each worker builds D
+        raise ConfigError(f"config key techniques.mbd_layer={mbd_layer} is out of range: model.d_widths has "
+                          f"{n_hidden} hidden layers (allowed: {-n_hidden}..{n_hidden - 1})")
     if cfg.techniques.semi_supervised and cfg.data.labels_per_class == 0:
         raise ConfigError("config key 'data.labels_per_class' must be -1 or >= 1 when "
                           "techniques.semi_supervised is true")
