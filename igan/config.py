@@ -183,6 +183,15 @@ def _field_of(section_cls: type, key: str, dotted: str) -> dataclasses.Field:
     return fields[key]
 
 
+def bounds(dotted: str) -> tuple[float | None, float | None]:
+    """``(low, high)`` allowed for the numeric config key ``dotted`` (``None``: unbounded on that side)."""
+    if dotted.count(".") != 1 or dotted.split(".")[0] not in SECTIONS:
+        raise ConfigError(f"config key '{dotted}' must look like section.key; sections: {', '.join(SECTIONS)}")
+    section, key = dotted.split(".")
+    meta = _field_of(SECTIONS[section], key, dotted).metadata
+    return meta.get("low"), meta.get("high")
+
+
 def _coerce(value: Any, typ: Any, dotted: str) -> Any:
     """Convert ``value`` (possibly a string from --set) to the field's declared type."""
     typ = {"bool": bool, "int": int, "float": float, "str": str, "list": list}.get(typ, typ)

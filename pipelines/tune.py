@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import json
 import math
@@ -37,7 +38,7 @@ from typing import Any, Callable
 
 from ray.train import UserCallback
 
-from igan.config import Config, ConfigError, apply_overrides
+from igan.config import Config, ConfigError, apply_overrides, bounds
 from pipelines import defaults
 from pipelines.errors import UserError
 
@@ -472,6 +473,28 @@ def max_concurrent(opts: TuneOptions, cluster: dict) -> int:
     return max(1, n)
 
 
+def pbt_mutations(space: dict, keys: list[str]) -> dict:
+    """PBT's ``hyperparam_mutations`` for ``keys``: a ``tune.choice`` becomes its list of values, so
+    PBT explores by moving to a neighbouring value (it would multiply a Categorical's value by 0.8 or
+    1.2, e.g. a smoothing target of 0.9 into 1.08); other domains are kept."""
+    from ray.tune.search.sample import Categorical
+
+    return {k: list(space[k].categories) if isinstance(space[k], Categorical) else space[k] for k in keys}
+
+
+def clamp_to_bounds(config: dict, keys: tuple[str, ...]) -> dict:
+    """``config`` with each numeric value of ``keys`` clipped to its config key's allowed range (PBT's
+    x0.8 / x1.2 steps on a continuous key may leave it); returns the same dict."""
+    for key in keys:
+        value = config.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        low, high = bounds(key)
+        config[key] = type(value)(min(max(value, low if low is not None else value),
+                                      high if high is not None else value))
+    return config
+
+
 def _scheduler(opts: TuneOptions, search: Search, space: dict):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
 
@@ -489,7 +512,9 @@ def _scheduler(opts: TuneOptions, search: Search, space: dict):
 
         random.seed(opts.seed)  # PBT draws its explore steps from Python's global generator
         return PopulationBasedTraining(time_attr="epoch", perturbation_interval=interval,
-                                       hyperparam_mutations={k: space[k] for k in search.mutable},
+                                       hyperparam_mutations=pbt_mutations(space, search.mutable),
+                                       custom_explore_fn=functools.partial(clamp_to_bounds,
+                                                                           keys=tuple(search.mutable)),
                                        quantile_fraction=0.25)
     return FIFOScheduler()
 

@@ -8,7 +8,8 @@ import pytest
 import tune_spaces
 from igan.config import ConfigError
 from pipelines.errors import UserError
-from pipelines.tune import TuneOptions, override_text, resolve_search, trial_config
+from pipelines.tune import (TuneOptions, clamp_to_bounds, override_text, pbt_mutations, resolve_search,
+                            trial_config)
 
 SPACES = ("digits", "mnist", "cifar10", "svhn", "imagenet128", "ring8")
 
@@ -38,6 +39,37 @@ def test_samples_are_valid_configs(name):
             want = sampled[k].item() if hasattr(sampled[k], "item") else sampled[k]
             assert flat[k] == pytest.approx(want) if isinstance(want, float) else flat[k] == want
         assert flat["optim.lr_g"] == flat["optim.lr_d"]  # tied
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_pbt_explore_steps_stay_valid_configs(name):
+    """Ray's own PBT explore step, many times from each sample: a smoothing target stays one of its
+    choices (Ray multiplies a Categorical's value by 0.8 / 1.2: 0.9 became 1.08, outside [0.5, 1]),
+    and a continuous key is clipped to its config range."""
+    import functools
+    import random
+
+    from ray.tune.schedulers.pbt import _explore
+
+    search, space = resolve_search(TuneOptions(space=name))
+    mutations = pbt_mutations(space, search.mutable)
+    explore = functools.partial(clamp_to_bounds, keys=tuple(search.mutable))
+    random_state = np.random.default_rng(0)
+    random.seed(0)
+    for _ in range(5):
+        config = {k: d.sample(random_state=random_state) for k, d in space.items()}
+        config = {k: v.item() if hasattr(v, "item") else v for k, v in config.items()}
+        for _ in range(20):  # a chain of explore steps, as a long PBT run makes
+            config, _ops = _explore(config, mutations, 0.25, (1.2, 0.8), explore)
+            trial_config(search.base, config, search.keys, search.tied)  # raises ConfigError if invalid
+            if "techniques.real_label" in mutations:
+                assert config["techniques.real_label"] in space["techniques.real_label"].categories
+
+
+def test_clamp_to_bounds_clips_to_the_config_range():
+    config = {"techniques.real_label": 1.08, "optim.lr_d": -1e-4, "data.batch_size": 64}
+    clamp_to_bounds(config, ("techniques.real_label", "optim.lr_d"))
+    assert config == {"techniques.real_label": 1.0, "optim.lr_d": 0.0, "data.batch_size": 64}
 
 
 def test_semi_supervised_spaces_vary_labels_smoothing_and_mbd():
