@@ -85,7 +85,7 @@ def main() -> None:
         "trial_epochs_total": sum(int(t["epoch"] or 0) for t in trials),
         "trials_table": [{"error_pct": round(100 * t["ssl_test_error"], 2), "epochs": t["epoch"],
                           **{k.split(".", 1)[1]: (round(v, 6) if isinstance(v, float) else v)
-                             for k, v in t.items() if k.startswith(("techniques.", "optim."))}}
+                             for k, v in t.items() if k in summary["best_config"]}}
                          for t in trials],
         "baseline_seconds": base["seconds"], "seconds": round(time.perf_counter() - t0, 1),
     }), flush=True)
