@@ -183,12 +183,19 @@ def _field_of(section_cls: type, key: str, dotted: str) -> dataclasses.Field:
     return fields[key]
 
 
-def bounds(dotted: str) -> tuple[float | None, float | None]:
-    """``(low, high)`` allowed for the numeric config key ``dotted`` (``None``: unbounded on that side)."""
-    if dotted.count(".") != 1 or dotted.split(".")[0] not in SECTIONS:
+def _field_at(dotted: str) -> tuple[str, dataclasses.Field]:
+    """``(section, field)`` of the config key ``dotted`` ("section.key"); ConfigError otherwise."""
+    if dotted.count(".") != 1:
         raise ConfigError(f"config key '{dotted}' must look like section.key; sections: {', '.join(SECTIONS)}")
     section, key = dotted.split(".")
-    meta = _field_of(SECTIONS[section], key, dotted).metadata
+    if section not in SECTIONS:
+        raise ConfigError(f"unknown config section '{section}' in '{dotted}'; allowed: {', '.join(SECTIONS)}")
+    return section, _field_of(SECTIONS[section], key, dotted)
+
+
+def bounds(dotted: str) -> tuple[float | None, float | None]:
+    """``(low, high)`` allowed for the numeric config key ``dotted`` (``None``: unbounded on that side)."""
+    meta = _field_at(dotted)[1].metadata
     return meta.get("low"), meta.get("high")
 
 
@@ -231,13 +238,8 @@ def _set(cfg: Config, dotted: str, value: Any) -> None:
     if dotted == "preset":
         cfg.preset = str(value)
         return
-    if dotted.count(".") != 1:
-        raise ConfigError(f"config key '{dotted}' must look like section.key; sections: {', '.join(SECTIONS)}")
-    section, key = dotted.split(".")
-    if section not in SECTIONS:
-        raise ConfigError(f"unknown config section '{section}' in '{dotted}'; allowed: {', '.join(SECTIONS)}")
-    f = _field_of(SECTIONS[section], key, dotted)
-    setattr(getattr(cfg, section), key, _coerce(value, f.type, dotted))
+    section, f = _field_at(dotted)
+    setattr(getattr(cfg, section), f.name, _coerce(value, f.type, dotted))
 
 
 def _check_value(dotted: str, value: Any, meta: typing.Mapping) -> None:

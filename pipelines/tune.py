@@ -490,8 +490,11 @@ def clamp_to_bounds(config: dict, keys: tuple[str, ...]) -> dict:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         low, high = bounds(key)
-        config[key] = type(value)(min(max(value, low if low is not None else value),
-                                      high if high is not None else value))
+        if low is not None:
+            value = max(value, low)
+        if high is not None:
+            value = min(value, high)
+        config[key] = type(config[key])(value)
     return config
 
 

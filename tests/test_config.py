@@ -1,6 +1,6 @@
 import pytest
 
-from igan.config import Config, ConfigError, apply_overrides, dump_yaml, load_yaml
+from igan.config import Config, ConfigError, apply_overrides, bounds, dump_yaml, load_yaml
 from igan.presets import get_preset, preset_names
 
 
@@ -62,3 +62,12 @@ def test_flat_params():
     flat = Config().flat()
     assert flat["techniques.fm_norm"] == "l2" and flat["preset"] == "digits"
     assert all(k.count(".") == 1 for k in flat if k != "preset")
+
+
+def test_bounds_of_a_numeric_key():
+    assert bounds("techniques.real_label") == (0.5, 1.0)
+    assert bounds("optim.decay_start_epoch") == (-1, None)
+    with pytest.raises(ConfigError, match="unknown config section 'nope'"):
+        bounds("nope.key")
+    with pytest.raises(ConfigError, match="unknown config key 'optim.nope'"):
+        bounds("optim.nope")

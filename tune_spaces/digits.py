@@ -18,7 +18,8 @@ def space() -> dict:
     # (seeds 0, 1) against 5.6 % and 3.6 % without, so a quarter of the trials try it (yet B=50, C=8
     # with FM L1 on D's third-last layer won benchmarks/tune_digits.py's seed-0 search: 2.51 %).
     # D's input noise: 0.1 gave 1.7, 4.5, 4.5 % (seeds 0-2) against the preset's 0.2 at 5.6, 3.6,
-    # 3.9 %; 0.3 gave 11.7 and 10.3 %; hidden noise 0.2 or 0.5 instead of 0.3: 5.0, 5.0, 2.2 and 6.7, 4.2, 4.5 %.
+    # 3.9 %; 0.3 gave 11.7 and 10.3 %; hidden noise 0.2 or 0.5 instead of 0.3: 5.0, 5.0, 2.2 % and
+    # 6.7, 4.2, 4.5 %.
     return {
         "techniques.real_label": smoothing((1.0, 0.95, 0.9)),
         **mbd(kernels=(25, 100), dim=(3, 10), off_share=3),
