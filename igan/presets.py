@@ -93,8 +93,10 @@ _TOY = {
     # first hidden layer (techniques.mbd_layer=0: seeds 1, 2 at 15 and 25/25; with 3 G steps seeds
     # 0-2 at 23, 17, 19/25 and 84-89%), 60 epochs of it (seed 1: 18/25), D input noise 0.2, packing
     # or a maxout D (seeds 1, 4: 14 and 16/25), annealed instance noise (0.8 to 0 over 15 epochs,
-    # seeds 0, 1: 20 and 12/25), or no MBD for 60 epochs with the decay from 30 (seeds 0-4: 25,
-    # 24, 17, 22, 21/25 at 88, 83, 73, 63, 70 %: coverage keeps rising without MBD, but slowly).
+    # seeds 0, 1: 20 and 12/25), MBD on D's raw 2-D input (seeds 1, 4: 14, 16/25 at 71, 73 %), or
+    # no MBD for 60 epochs with the decay from 30 (seeds 0-4: 25, 24, 17, 22, 21/25 at 88, 83, 73,
+    # 63, 70 %: coverage keeps rising without MBD, but slowly). G puts its samples on 1-D curves
+    # through the modes; a mode off every curve stays empty.
     "optim": {"lr_d": 2e-4, "lr_g": 2e-4, "beta1": 0.5, "decay_start_epoch": 15},
     "train": {"epochs": 30, "checkpoint_every": 5},
     "eval": {"every": 2, "num_samples": 2500, "scorer": "none"},
