@@ -257,6 +257,14 @@ def _check_value(dotted: str, value: Any, meta: typing.Mapping) -> None:
             raise ConfigError(f"config key '{dotted}' = {value!r} is out of range; allowed: [{lo}, {hi}]")
 
 
+def check_layer_index(key: str, index: int, count: int, kind: str, owner: str = "this discriminator") -> None:
+    """ConfigError naming ``techniques.<key>`` when ``index`` (Python indexing) is outside ``count``
+    layers of ``owner``."""
+    if not -count <= index < count:
+        raise ConfigError(f"config key techniques.{key}={index} is out of range: {owner} has {count} {kind} "
+                          f"layers (allowed: {-count}..{count - 1})")
+
+
 def validate(cfg: Config) -> Config:
     """Check every field against its rule and cross-field constraints; returns ``cfg``."""
     for section in SECTIONS:
@@ -269,10 +277,9 @@ def validate(cfg: Config) -> Config:
     if mbd_layer != -1 and cfg.model.name not in MLP_DISCRIMINATORS:
         raise ConfigError(f"config key 'techniques.mbd_layer' must be -1 for model.name={cfg.model.name} "
                           f"(other layers: {', '.join(MLP_DISCRIMINATORS)})")
-    if cfg.model.name in MLP_DISCRIMINATORS and n_hidden and not -n_hidden <= mbd_layer < n_hidden:
+    if cfg.model.name in MLP_DISCRIMINATORS and n_hidden:
         # caught here, before a Ray job starts, rather than when each worker builds D
-        raise ConfigError(f"config key techniques.mbd_layer={mbd_layer} is out of range: model.d_widths has "
-                          f"{n_hidden} hidden layers (allowed: {-n_hidden}..{n_hidden - 1})")
+        check_layer_index("mbd_layer", mbd_layer, n_hidden, "hidden", owner="model.d_widths")
     if cfg.techniques.semi_supervised and cfg.data.labels_per_class == 0:
         raise ConfigError("config key 'data.labels_per_class' must be -1 or >= 1 when "
                           "techniques.semi_supervised is true")

@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from igan.config import Config
+from igan.config import Config, check_layer_index
 from igan.layers import MinibatchDiscrimination, VirtualBatchNorm, WNConv2d, WNConvTranspose2d, WNLinear
 
 MODEL_REGISTRY: dict[str, Callable[[Config], tuple["Generator", "Discriminator"]]] = {}
@@ -76,13 +76,6 @@ class Generator(nn.Module):
             z = torch.cat([self.reference_z.to(z.dtype), z], 0)
         out = self.body(z)
         return out[n_ref:] if n_ref else out
-
-
-def check_layer_index(key: str, index: int, count: int, kind: str) -> None:
-    """ValueError naming config ``key`` when ``index`` (Python indexing) is outside ``count`` layers."""
-    if not -count <= index < count:
-        raise ValueError(f"techniques.{key}={index} but this discriminator has {count} {kind} layers "
-                         f"(allowed: {-count}..{count - 1})")
 
 
 class Discriminator(nn.Module):
