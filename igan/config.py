@@ -126,6 +126,12 @@ class EvalConfig:
 #: Models whose discriminator can feed minibatch discrimination from any hidden layer.
 MLP_DISCRIMINATORS = ("mnist_mlp", "toy_mlp")
 
+#: How many feature layers each model's discriminator offers to ``techniques.fm_layer``, from
+#: ``model.d_widths``: known here so a bad index fails before a Ray job starts, not in each worker
+#: (tests/test_models.py checks the table against the built discriminators).
+FEATURE_LAYERS = {"mnist_mlp": len, "toy_mlp": len, "imagenet_dcgan": len,
+                  "cifar_conv": lambda widths: 3}  # the two stage means and the global pool
+
 SECTIONS = {
     "data": DataConfig, "model": ModelConfig, "techniques": TechniquesConfig,
     "optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig,
@@ -280,6 +286,9 @@ def validate(cfg: Config) -> Config:
     if cfg.model.name in MLP_DISCRIMINATORS and n_hidden:
         # caught here, before a Ray job starts, rather than when each worker builds D
         check_layer_index("mbd_layer", mbd_layer, n_hidden, "hidden", owner="model.d_widths")
+    if cfg.model.name in FEATURE_LAYERS and n_hidden:
+        check_layer_index("fm_layer", cfg.techniques.fm_layer, FEATURE_LAYERS[cfg.model.name](cfg.model.d_widths),
+                          "feature", owner=f"the {cfg.model.name} discriminator")
     if cfg.techniques.semi_supervised and cfg.data.labels_per_class == 0:
         raise ConfigError("config key 'data.labels_per_class' must be -1 or >= 1 when "
                           "techniques.semi_supervised is true")

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from igan.config import ConfigError, apply_overrides
-from igan.models import build_models
+from igan.config import FEATURE_LAYERS, ConfigError, apply_overrides
+from igan.models import Discriminator, build_models
 from igan.presets import get_preset
 
 TINY = {
@@ -68,7 +68,32 @@ def test_fm_layer_choice():
     cfg = apply_overrides(tiny("digits"), ["techniques.fm_layer=0"])
     _, D = build_models(cfg)
     assert D(torch.rand(2, 1, 8, 8))[1].shape == (2, 16)
-    cfg = apply_overrides(tiny("digits"), ["techniques.fm_layer=5"])
+
+
+@pytest.mark.parametrize("preset", list(TINY))
+def test_feature_layer_table_matches_the_discriminator(preset, monkeypatch):
+    # validate() rejects a bad fm_layer from FEATURE_LAYERS without building D; the count must be
+    # the number of layers D really offers, or valid indices would be refused (or bad ones pass).
+    cfg = tiny(preset)
+    offered, original = [], Discriminator.pick_feature
+
+    def counting_pick_feature(self, hidden):
+        offered.append(len(hidden))
+        return original(self, hidden)
+
+    monkeypatch.setattr(Discriminator, "pick_feature", counting_pick_feature)
+    G, D = build_models(cfg)
+    D(G(torch.rand(4, cfg.model.z_dim)))
+    assert offered == [FEATURE_LAYERS[cfg.model.name](cfg.model.d_widths)]
+    last = offered[0] - 1
+    apply_overrides(cfg, [f"techniques.fm_layer={last}", f"techniques.fm_layer={-offered[0]}"])
+    with pytest.raises(ConfigError, match=rf"fm_layer={last + 1} is out of range: .* \(allowed: -{last + 1}..{last}\)"):
+        apply_overrides(cfg, [f"techniques.fm_layer={last + 1}"])
+
+
+def test_discriminator_rejects_a_bad_fm_layer_in_a_hand_built_config():
+    cfg = tiny("digits")
+    cfg.techniques.fm_layer = 5  # set directly, past validate()
     _, D = build_models(cfg)
     with pytest.raises(ValueError, match="fm_layer=5"):
         D(torch.rand(2, 1, 8, 8))
