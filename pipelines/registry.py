@@ -53,16 +53,28 @@ def model_name(preset: str, kind: str) -> str:
 
 class ClassifierLogits(nn.Module):
     """Wraps igan's discriminator so ``forward(x)`` returns only the class logits ``[N, K]`` (D
-    returns ``(logits, features)``), the form an MLflow model's signature can describe."""
+    returns ``(logits, features)``), the form an MLflow model's signature can describe.
 
-    def __init__(self, model: nn.Module):
+    ``batch_size`` (a discriminator with minibatch discrimination: its training batch size) makes
+    larger inputs go through D in chunks of that size, as ``Trainer.classify`` does: the layer's
+    statistics sum over the other images of a batch, so one call on 1,000 images would otherwise
+    give each image ten times the statistic D learned from, and other logits."""
+
+    def __init__(self, model: nn.Module, batch_size: int | None = None):
         super().__init__()
         self.model = model
+        self.batch_size = batch_size
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        return out[0] if isinstance(out, (tuple, list)) else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits ``[N, K]`` of images ``x`` in model range."""
-        out = self.model(x)
-        return out[0] if isinstance(out, (tuple, list)) else out
+        size = getattr(self, "batch_size", None)  # models registered before the attribute existed
+        if not size or len(x) <= size:
+            return self._logits(x)
+        return torch.cat([self._logits(chunk) for chunk in x.split(size)])
 
 
 # -- MLflow plumbing ----------------------------------------------------------------------------
@@ -122,7 +134,8 @@ def _modules_of(trainer_or_modules: Any, cfg: Config) -> dict[str, nn.Module]:
         copied = copy.deepcopy(module).cpu().float().eval()
         module.train(was_training)
         if kind == "classifier" and not isinstance(copied, ClassifierLogits):
-            copied = ClassifierLogits(copied).eval()
+            mbd_batch = cfg.data.batch_size if cfg.techniques.minibatch_discrimination else None
+            copied = ClassifierLogits(copied, mbd_batch).eval()
         out[kind] = copied
     return out
 

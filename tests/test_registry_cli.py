@@ -196,3 +196,19 @@ def test_generator_device_fallback(registered, mlflow_server):
             generator, cfg = registry.load_generator(uri, mlflow_server, device="cuda")
         assert registry.module_device(generator).type == "cpu"
     assert registry.generate_samples(generator, cfg, 3).shape == (3, 1, 8, 8)
+
+
+def test_registered_mbd_classifier_sees_training_sized_batches():
+    # No server needed: the module that register_models logs for an MBD discriminator.
+    cfg = apply_overrides(get_preset("digits"), ["model.d_widths=[16,8]", "model.g_widths=[16]",
+                                                 "techniques.minibatch_discrimination=true",
+                                                 "techniques.mbd_kernels=4", "data.batch_size=4"])
+    trainer = Trainer(cfg, device="cpu")
+    classifier = registry._modules_of(trainer, cfg)["classifier"]
+    x = torch.rand(10, 1, 8, 8)
+    expected = torch.cat([trainer.classify(x[:4]), trainer.classify(x[4:8]), trainer.classify(x[8:])])
+    with torch.no_grad():
+        torch.testing.assert_close(classifier(x), expected)
+        torch.testing.assert_close(classifier(x), trainer.classify(x))
+        whole = classifier.model(x)[0]  # one pass over all ten: other statistics, other logits
+    assert not torch.allclose(whole, expected, atol=1e-4)
