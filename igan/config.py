@@ -81,6 +81,8 @@ class TechniquesConfig:
                              "other values: MLP discriminators only)")
     historical_averaging: bool = _f(False, help="penalise distance to the running mean of past parameters")
     ha_weight: float = _f(1e-3, low=0.0, high=1e6, help="historical-averaging penalty weight")
+    r1_gamma: float = _f(0.0, low=0.0, high=1e6,
+                         help="R1 gradient penalty gamma/2 * E||grad_x D(x_real)||^2 on D (0: off)")
     real_label: float = _f(1.0, low=0.5, high=1.0, help="one-sided smoothing: D's target for real data (1.0: off)")
     generator_label: float = _f(1.0, low=0.0, high=1.0, help="G's target in the non-saturating loss")
     virtual_batch_norm: bool = _f(False, help="virtual batch norm in G instead of batch norm")

@@ -30,6 +30,16 @@ def one_sided_smoothed_bce(logits_real: torch.Tensor, logits_fake: torch.Tensor,
     return real + fake
 
 
+def r1_penalty(logits_real: torch.Tensor, x_real: torch.Tensor) -> torch.Tensor:
+    """Zero-centred gradient penalty on real data (R1; Mescheder et al., 2018), a scalar:
+    ``mean_i ||d real_logit(x_i) / d x_i||^2`` over the batch. ``x_real`` must require grad and be
+    the input ``logits_real`` came from; the graph is kept so the penalty trains D. (With
+    minibatch discrimination a logit also depends on the other real images: the gradient taken is
+    that of the batch's summed logits, so those cross terms are included.)"""
+    grad, = torch.autograd.grad(real_logit(logits_real.float()).sum(), x_real, create_graph=True)
+    return grad.float().flatten(1).pow(2).sum(1).mean()
+
+
 def ssl_discriminator_loss(logits_labeled: torch.Tensor, labels: torch.Tensor,
                            logits_unlabeled: torch.Tensor, logits_generated: torch.Tensor,
                            real_target: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:

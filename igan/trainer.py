@@ -15,7 +15,7 @@ from torch import nn
 from igan.averaging import HistoricalAverage, ParameterEMA
 from igan.config import Config
 from igan.layers import data_dependent_init, weight_normed_layers
-from igan.losses import (feature_matching_loss, generator_adversarial_loss, one_sided_smoothed_bce,
+from igan.losses import (feature_matching_loss, generator_adversarial_loss, one_sided_smoothed_bce, r1_penalty,
                          ssl_discriminator_loss)
 from igan.models import build_models
 
@@ -148,6 +148,8 @@ class Trainer:
         t = self.cfg.techniques
         with torch.no_grad(), self._autocast():
             x_gen = self.G_train(self.sample_z(x_unl.shape[0]))
+        if t.r1_gamma > 0:
+            x_unl = x_unl.detach().requires_grad_(True)
         groups = [x_lab, x_unl, x_gen] if t.semi_supervised else [x_unl, x_gen]
         sizes = [g.shape[0] for g in groups]
         with self._autocast():
@@ -162,6 +164,9 @@ class Trainer:
             logs.update(loss_lab=loss_lab, loss_unl=loss_unl)
         else:
             loss_d = one_sided_smoothed_bce(parts[0], parts[1], real_target=t.real_label)
+        if t.r1_gamma > 0:
+            logs["r1_penalty"] = r1_penalty(parts[-2], x_unl)  # parts[-2]: the unlabeled real group
+            loss_d = loss_d + 0.5 * t.r1_gamma * logs["r1_penalty"]
         if self.ha_d is not None:
             loss_d = loss_d + t.ha_weight * self.ha_d.penalty()
         self.opt_d.zero_grad(set_to_none=True)

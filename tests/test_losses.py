@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from igan.losses import (feature_matching_loss, generator_adversarial_loss, one_sided_smoothed_bce, real_logit,
-                         ssl_discriminator_loss)
+from igan.losses import (feature_matching_loss, generator_adversarial_loss, one_sided_smoothed_bce, r1_penalty,
+                         real_logit, ssl_discriminator_loss)
 
 
 def _lse(x):
@@ -83,3 +83,27 @@ def test_generator_losses():
     expect = -(t * torch.log(torch.sigmoid(z)) + (1 - t) * torch.log(1 - torch.sigmoid(z))).mean()
     torch.testing.assert_close(generator_adversarial_loss(lg, "nonsaturating", t), expect)
     torch.testing.assert_close(real_logit(torch.tensor([[0.2], [0.1]])), torch.tensor([0.2, 0.1]))
+
+
+def test_r1_penalty_of_a_quadratic_discriminator():
+    # logit(x) = 1/2 x^T A x + w.x with A symmetric: grad = A x + w, penalty = mean ||A x_i + w||^2
+    torch.manual_seed(0)
+    a = torch.randn(3, 3)
+    a = a + a.T
+    w = torch.randn(3)
+    x = torch.randn(5, 3, requires_grad=True)
+    logits = (0.5 * (x @ a * x).sum(1) + x @ w).unsqueeze(1)       # [5, 1]
+    expected = ((x.detach() @ a + w) ** 2).sum(1).mean()
+    torch.testing.assert_close(r1_penalty(logits, x), expected)
+
+
+def test_r1_penalty_of_k_class_logits_uses_the_real_decision_and_trains_d():
+    # K logits l_k = W_k.x: real_logit = lse(l), grad = sum_k softmax(l)_k W_k
+    torch.manual_seed(1)
+    weight = torch.randn(4, 3, requires_grad=True)                 # [K, D]
+    x = torch.randn(6, 3, requires_grad=True)
+    penalty = r1_penalty(x @ weight.T, x)
+    grads = torch.softmax(x.detach() @ weight.detach().T, 1) @ weight.detach()   # [N, D]
+    torch.testing.assert_close(penalty, (grads ** 2).sum(1).mean())
+    penalty.backward()                                              # the graph reaches D's weights
+    assert weight.grad is not None and weight.grad.abs().sum() > 0

@@ -195,7 +195,7 @@ def test_cli_errors_are_one_line(tmp_path):
 
 
 # -- the Trainer under DDP (2 gloo processes, no Ray) -------------------------------------------------
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, out: str, overrides: list[str]) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -203,7 +203,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     from igan.trainer import Trainer
 
     torch.set_num_threads(1)
-    cfg = apply_overrides(get_preset("digits"), ["techniques.minibatch_discrimination=true"])
+    cfg = apply_overrides(get_preset("digits"), ["techniques.minibatch_discrimination=true", *overrides])
     train = load_embedded(cfg, "train")
     batch = next(EpochBatches(train, cfg).epoch(0))  # the same batch on both ranks
     if world > 1:
@@ -222,7 +222,9 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def test_ddp_gradients_are_averaged_once(tmp_path):
+# R1 differentiates D's logits with respect to its input inside the DDP forward (double backward)
+@pytest.mark.parametrize("overrides", [[], ["techniques.r1_gamma=1"]], ids=["default", "r1"])
+def test_ddp_gradients_are_averaged_once(tmp_path, overrides):
     import socket
 
     import torch.multiprocessing as mp
@@ -230,8 +232,8 @@ def test_ddp_gradients_are_averaged_once(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path / "ddp.pt")), nprocs=2, join=True)
-    _ddp_worker(0, 1, port, str(tmp_path / "single.pt"))
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path / "ddp.pt"), overrides), nprocs=2, join=True)
+    _ddp_worker(0, 1, port, str(tmp_path / "single.pt"), overrides)
     ddp, single = torch.load(tmp_path / "ddp.pt"), torch.load(tmp_path / "single.pt")
     assert ddp.keys() == single.keys() and len(ddp) > 10
     for k in single:  # identical batches and noise on both ranks: the average equals one rank's gradient

@@ -9,6 +9,7 @@ import torch
 from igan.config import apply_overrides
 from igan.data.memory import ArraySplit, load_embedded
 from igan.loop import fit, save_checkpoint
+from igan.losses import r1_penalty
 from igan.presets import get_preset
 from igan.trainer import NonFiniteLossError, Trainer, lr_factor
 from tests.test_models import tiny
@@ -61,6 +62,26 @@ def test_classify_uses_training_sized_batches_so_mbd_sees_what_it_learned():
     torch.testing.assert_close(logits[:10], trainer.classify(x[:10]))
     torch.testing.assert_close(logits[20:], trainer.classify(x[20:]))
     assert not torch.allclose(trainer.classify(x, batch_size=25)[:10], logits[:10])
+
+
+@pytest.mark.parametrize("preset", ["grid25", "digits"])
+def test_r1_penalty_enters_the_d_step(preset):
+    # same state, gamma 0 vs gamma 2: D's loss differs by exactly gamma/2 * E||grad_x logit(x_real)||^2
+    cfg = tiny(preset)
+    x, x2, xl, yl = _batch(cfg)
+    logs, states = [], []
+    for gamma in (0.0, 2.0):
+        trainer = Trainer(apply_overrides(cfg, [f"techniques.r1_gamma={gamma}"]), init_batch=x, device="cpu")
+        states.append([p.detach().clone() for p in trainer.D.parameters()])
+        logs.append(trainer.train_step(x, x2, xl, yl))
+    assert "r1_penalty" not in logs[0] and logs[1]["r1_penalty"] > 0
+    assert logs[1]["loss_d"] == pytest.approx(logs[0]["loss_d"] + logs[1]["r1_penalty"], rel=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(*states))           # both started from the same D
+    if preset == "grid25":  # no noise layers in this D: the penalty is the one of the real batch
+        fresh = Trainer(apply_overrides(cfg, ["techniques.r1_gamma=2"]), init_batch=x, device="cpu")
+        x_req = x.clone().requires_grad_(True)
+        direct = r1_penalty(fresh.D(x_req, group_sizes=[len(x)])[0], x_req)
+        assert logs[1]["r1_penalty"] == pytest.approx(direct.item(), rel=1e-5)
 
 
 def test_d_step_leaves_generator_without_gradients():
