@@ -100,7 +100,7 @@ def test_discriminator_rejects_a_bad_fm_layer_in_a_hand_built_config():
 
 
 def test_mbd_layer_feeds_minibatch_discrimination_from_that_hidden_layer():
-    cfg = apply_overrides(get_preset("grid25"), ["model.d_widths=[6,4]", "techniques.mbd_kernels=3",
+    cfg = apply_overrides(get_preset("ring8"), ["model.d_widths=[6,4]", "techniques.mbd_kernels=3",
                                                  "techniques.mbd_dim=2", "techniques.mbd_layer=0"])
     _, D = build_models(cfg)
     assert D.mbd.T.shape == (6, 3 * 2)                  # sized for the first hidden layer
@@ -121,6 +121,6 @@ def test_mbd_layer_feeds_minibatch_discrimination_from_that_hidden_layer():
 
 def test_mbd_layer_out_of_range_or_unsupported_is_rejected():
     with pytest.raises(ValueError, match=r"mbd_layer=2 .*\(allowed: -2\.\.1\)"):
-        build_models(apply_overrides(get_preset("grid25"), ["model.d_widths=[6,4]", "techniques.mbd_layer=2"]))
+        build_models(apply_overrides(get_preset("ring8"), ["model.d_widths=[6,4]", "techniques.mbd_layer=2"]))
     with pytest.raises(ConfigError, match="techniques.mbd_layer' must be -1 for model.name=cifar_conv"):
         apply_overrides(get_preset("cifar10"), ["techniques.mbd_layer=0"])

@@ -11,7 +11,7 @@ from pipelines.errors import UserError
 from pipelines.tune import (TuneOptions, clamp_to_bounds, override_text, pbt_mutations, resolve_search,
                             trial_config)
 
-SPACES = ("digits", "mnist", "cifar10", "svhn", "imagenet128", "ring8")
+SPACES = ("digits", "mnist", "cifar10", "svhn", "imagenet128", "ring8", "grid25")
 
 
 def test_every_preset_has_a_space():
