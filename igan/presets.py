@@ -103,9 +103,9 @@ PRESETS["ring8"] = _TOY | {"data": {"dataset": "ring8", "channels": 2, "num_clas
 # took seeds 0-4 from 25, 24, 17, 22, 21 to 25, 25, 25, 25, 24 modes (high quality 76-89%). The
 # high-quality fraction rises all through the decay: 90 epochs gave 25/25 at 81, 85, 92, 84, 83%
 # (`modes_toy.py --presets grid25 --mbd off`), but seed 0 only 79% under `igan train` (another
-# evaluation draw); 120 epochs give seeds 0-4 25/25 at 84.5, 86.6, 93.4, 85.6, 85.4%. MBD is off here: with R1 it
-# costs ~50 s/epoch on one CPU thread (the penalty differentiates through its pairwise distances
-# twice) against ~5 s without.
+# evaluation draw); 120 epochs give seeds 0-4 25/25 at 84.5, 86.6, 93.4, 85.6, 85.4%. MBD is off
+# here: with R1 it costs ~50 s/epoch on one CPU thread (the penalty differentiates through its
+# pairwise distances twice) against ~5 s without.
 PRESETS["grid25"] = _TOY | {"data": {"dataset": "grid25", "channels": 2, "num_classes": 25,
                                      "labels_per_class": 0, "image_size": 1, "batch_size": 100},
                             "techniques": _TOY["techniques"] | {"minibatch_discrimination": False, "r1_gamma": 1.0},

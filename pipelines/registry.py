@@ -72,7 +72,7 @@ class ClassifierLogits(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits ``[N, K]`` of images ``x`` in model range."""
         size = getattr(self, "batch_size", None)  # models registered before the attribute existed
-        if not size or len(x) <= size:
+        if not size:
             return self._logits(x)
         return torch.cat([self._logits(chunk) for chunk in x.split(size)])
 
