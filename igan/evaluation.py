@@ -1,7 +1,11 @@
-"""Evaluation of a Trainer: semi-supervised test error (EMA weights), a sample-quality score
+"""Evaluation of a Trainer: semi-supervised error (EMA weights), a sample-quality score
 (Inception-v3 or a domain classifier), mode coverage on toy mixtures, and sample grids.
 
-Distributed callers generate samples on every rank, gather them, and pass them as ``samples``.
+Metrics are named by the role of what they were measured on: ``val_*`` on the validation hold-out
+(periodic evaluation, model choice), ``test_*`` on the test split (reported once, never used to
+choose). Generated samples for each role come from their own fixed seed, so a model chosen on its
+``val_`` samples is scored on fresh ones. Distributed callers generate samples on every rank,
+gather them, and pass them as ``samples``.
 """
 from __future__ import annotations
 
@@ -18,7 +22,15 @@ from igan.metrics.inception_net import InceptionWeightsNotFound
 
 TOY_SETS = ("ring8", "grid25")
 INCEPTION_SETS = ("cifar10", "imagenet")
-SAMPLE_SEED_OFFSET = 104729  # evaluation samples and grids use train.seed + this: fixed noise
+ROLES = ("val", "test")
+SAMPLE_SEED_OFFSET = {"val": 104729, "test": 130363}  # samples of a role use train.seed + this: fixed noise
+
+
+def role_metrics(role: str, metrics: dict[str, float]) -> dict[str, float]:
+    """``metrics`` with every name prefixed by the role (``val_`` or ``test_``)."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
+    return {f"{role}_{k}": v for k, v in metrics.items()}
 
 
 def scorer_kind(cfg: Config) -> str:
@@ -67,19 +79,19 @@ def score_samples(samples: torch.Tensor, cfg: Config, scorer=None) -> dict[str, 
     return out
 
 
-def evaluate(trainer, cfg: Config, test: ArraySplit | None = None, scorer=None,
-             samples: torch.Tensor | None = None) -> dict[str, float]:
-    """All metrics of the current trainer state: ``ssl_test_error`` (fraction, EMA classifier) for
-    semi-supervised runs with a test split, plus :func:`score_samples` on ``samples`` (default:
-    ``eval.num_samples`` fresh samples from a fixed seed)."""
+def evaluate(trainer, cfg: Config, data: ArraySplit | None = None, scorer=None,
+             samples: torch.Tensor | None = None, role: str = "test") -> dict[str, float]:
+    """All metrics of the current trainer state, named by ``role``: ``<role>_ssl_error`` (fraction,
+    EMA classifier) for semi-supervised runs given that role's ``data``, plus :func:`score_samples`
+    on ``samples`` (default: ``eval.num_samples`` fresh samples from the role's fixed seed)."""
     out: dict[str, float] = {}
-    if cfg.techniques.semi_supervised and test is not None and len(test):
-        out["ssl_test_error"] = ssl_test_error(trainer.classify, test.x, test.y)
+    if cfg.techniques.semi_supervised and data is not None and len(data):
+        out["ssl_error"] = ssl_test_error(trainer.classify, data.x, data.y)
     if cfg.data.dataset in TOY_SETS or scorer is not None:
         if samples is None:
-            samples = trainer.generate(cfg.eval.num_samples, seed=cfg.train.seed + SAMPLE_SEED_OFFSET)
+            samples = trainer.generate(cfg.eval.num_samples, seed=cfg.train.seed + SAMPLE_SEED_OFFSET[role])
         out.update(score_samples(samples, cfg, scorer))
-    return out
+    return role_metrics(role, out)
 
 
 def sample_grid(samples: torch.Tensor, cfg: Config, nrow: int | None = None) -> np.ndarray:

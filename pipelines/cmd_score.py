@@ -64,7 +64,7 @@ def build_scorer(cfg, data: str | None):
     (or ``cfg.data.path``). UserError when that is missing or when the Inception weights are absent."""
     import warnings
 
-    from igan.data.memory import EMBEDDED, ArraySplit, load_embedded
+    from igan.data.memory import EMBEDDED, load_embedded
     from igan.evaluation import make_scorer, scorer_kind
     from pipelines.errors import UserError
 
@@ -80,13 +80,12 @@ def build_scorer(cfg, data: str | None):
             if not root:
                 raise UserError(f"the {cfg.data.dataset} score uses a domain classifier trained on the real "
                                 f"train split: pass --data DIR (the shard root written by `igan shard`)")
-            from igan.data.shards import read_split
+            from igan.data.feed import domain_training_data
 
             try:
-                x, y = read_split(root, "train", pixel_range=cfg.data.pixel_range)
+                train = domain_training_data(cfg, root)
             except (OSError, ValueError, KeyError) as exc:
                 raise UserError(f"cannot read the train split under '{root}': {exc}".splitlines()[0]) from None
-            train = ArraySplit(x, y)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         scorer = make_scorer(cfg, train)

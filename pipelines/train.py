@@ -98,8 +98,8 @@ def ensure_data(cfg: Config, data: str | None = None, log: Callable[[str], None]
             shard_dataset("digits", root, engine="local", log=log)
     try:
         _, manifest = split_manifest(root, "train")
-        if cfg.techniques.semi_supervised:
-            split_manifest(root, "test")
+        if cfg.techniques.semi_supervised:  # the test role: reported at the end
+            split_manifest(root, cfg.data.test_split)
     except (ManifestError, ValueError, OSError) as exc:
         raise UserError(f"no usable shards at {root}: {str(exc).splitlines()[0]}") from None
     _check_manifest(cfg, manifest, root)
@@ -453,7 +453,9 @@ def run_url(tracking_uri: str, experiment_id: str | None, run_id: str | None) ->
 def print_summary(summary: dict, log: Callable[[str], None] = print) -> None:
     """The closing lines: where the results are and how to open the MLflow UI."""
     m = summary["metrics"]
-    keys = [k for k in ("ssl_test_error", "inception_score", "modes_captured", "high_quality_fraction") if k in m]
+    from pipelines.registry import SUMMARY_METRICS
+
+    keys = [k for k in SUMMARY_METRICS if k in m]
     shown = ", ".join(f"{k} {m[k]:.4g}" for k in keys)
     log(f"igan train: finished {summary['preset']} in {_clock(summary['seconds'])}: {summary['epochs']} epochs, "
         f"{summary['step']} steps{', ' + shown if shown else ''}")
