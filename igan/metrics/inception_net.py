@@ -1,6 +1,7 @@
 """Inception-v3 scorer: class probabilities (Inception score) and 2048-d pool features (FID).
 
-Two networks, both built locally; weights always come from a local file, never a download:
+Two networks, both built locally; weights come from a file the user provides (a local path, or a
+URI of the user's own store, fetched once), never from a download igan starts on its own:
 
 * ``kind="torchvision"``: torchvision's Inception-v3 (1000 classes), file
   ``inception_v3_google-0cc3c7bd.pth`` (torchvision's state dict; its ``AuxLogits`` entries are
@@ -147,14 +148,17 @@ def _cache_location() -> str:
     return join(root, "inception") if root and is_uri(root) else str(local_cache_dir())
 
 
-def _candidates(weights: str | os.PathLike | None) -> list[tuple[str, str]]:
-    """``(location, what it is)`` pairs to try, in order (each a file or a folder, path or URI)."""
+def _candidates(weights: str | os.PathLike | None, filename: str) -> list[tuple[str, str]]:
+    """``(location, what it is)`` pairs to try, in order: the given file or folder (path or URI),
+    else ``filename`` in the default folders."""
+    from igan.data.storage import join
+
     given = weights if weights is not None else os.environ.get(ENV_WEIGHTS)
     if given:
         source = "weights argument" if weights is not None else f"${ENV_WEIGHTS}"
         return [(os.path.expanduser(str(given)), source)]
     hub = os.path.join(torch.hub.get_dir(), "checkpoints")
-    return [(_cache_location(), "default location"), (hub, "torch hub cache")]
+    return [(join(_cache_location(), filename), "default location"), (join(hub, filename), "torch hub cache")]
 
 
 def _locate(location: str, filename: str) -> _Located | None:
@@ -208,14 +212,15 @@ def fetch(uri: str) -> Path:
     dest = fetched_path(uri)
     if dest.is_file():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
-    try:
-        with open_read(uri) as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst, 16 << 20)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with open_read(uri) as src:  # opened first: a missing object leaves no folder behind
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 16 << 20)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
     return dest
 
 
@@ -224,7 +229,7 @@ def _find(weights: str | os.PathLike | None, kind: str) -> _Located:
     if kind not in WEIGHT_FILES:
         raise ValueError(f"kind must be one of {', '.join(WEIGHT_FILES)}; got {kind!r}")
     filename = WEIGHT_FILES[kind]
-    candidates = _candidates(weights)
+    candidates = _candidates(weights, filename)
     for location, _ in candidates:
         found = _locate(location, filename)
         if found is not None:
@@ -232,8 +237,8 @@ def _find(weights: str | os.PathLike | None, kind: str) -> _Located:
     tried = "; ".join(f"{loc} ({what})" for loc, what in candidates)
     raise InceptionWeightsNotFound(
         f"Inception-v3 weights for kind '{kind}' not found (tried: {tried}); igan never downloads them: "
-        f"put the state dict file '{filename}' in {_cache_location()}/ or set {ENV_WEIGHTS} to its "
-        f"path or URI (s3://, gs://, file://, any fsspec URL; fetched once into {local_cache_dir()}/fetched/)")
+        f"put '{filename}' in {_cache_location()}/ or set {ENV_WEIGHTS} to its path or URI (s3://, gs://, "
+        f"file://, any fsspec URL; a URI is fetched once into {local_cache_dir()}/fetched/)")
 
 
 def resolve_weights(weights: str | os.PathLike | None, kind: str) -> Path:
@@ -269,11 +274,12 @@ def _check_state(state: dict, net: Inception3, found: _Located, kind: str) -> No
     fc = state.get("fc.weight")
     if fc is not None and fc.ndim == 2 and fc.shape[0] != NUM_CLASSES[kind]:
         other = {v: k for k, v in NUM_CLASSES.items()}.get(fc.shape[0])
-        hint = f"; use kind='{other}'" if other else ""
+        hint = f"; that is kind='{other}'" if other else ""
         raise InceptionWeightsInvalid(f"{_named(found)} holds a {fc.shape[0]}-class network, not an Inception-v3 "
                                       f"of kind '{kind}' ({NUM_CLASSES[kind]} classes){hint}")
     expected = net.state_dict()
-    missing = [k for k in expected if k not in state]
+    # files saved before BatchNorm counted its batches lack these; load_state_dict fills them in
+    missing = [k for k in expected if k not in state and not k.endswith(".num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
     wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
     if missing or unexpected or wrong:
