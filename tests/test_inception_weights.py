@@ -268,3 +268,12 @@ def test_file_without_batch_counters_still_loads(inception_weights_file, no_weig
     torch.save({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, old)
     net = load_inception(old)
     torch.testing.assert_close(net.Conv2d_1a_3x3.conv.weight.detach(), state["Conv2d_1a_3x3.conv.weight"])
+
+
+def test_worker_evaluator_fails_instead_of_skipping_the_score(no_weights):
+    from igan.metrics import InceptionWeightsNotFound
+    from pipelines.worker import Evaluator
+
+    cfg = apply_overrides(get_preset("ring8"), ["eval.scorer=inception"])  # in-memory data, no shards
+    with pytest.raises(InceptionWeightsNotFound):
+        Evaluator(cfg, None, 0, 1)  # rank 0 builds the scorer
