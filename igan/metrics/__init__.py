@@ -24,8 +24,8 @@ from igan.metrics.ssl_error import ssl_test_error
 __all__ = [
     "inception_score", "mode_coverage", "frechet_distance", "fid_from_features", "feature_statistics",
     "ssl_test_error", "Scorer", "register_scorer", "get_scorer", "scorer_names",
-    "InceptionScorer", "InceptionWeightsNotFound", "InceptionWeightsInvalid", "DomainClassifier", "train_domain_classifier",
-    "load_or_train_domain_classifier",
+    "InceptionScorer", "InceptionWeightsNotFound", "InceptionWeightsInvalid", "DomainClassifier",
+    "train_domain_classifier", "load_or_train_domain_classifier",
 ]
 
 
