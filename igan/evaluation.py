@@ -9,8 +9,6 @@ gather them, and pass them as ``samples``.
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 
@@ -18,7 +16,6 @@ from igan.config import Config
 from igan.data.memory import ArraySplit
 from igan.data.pixels import to_uint8
 from igan.metrics import get_scorer, inception_score, mode_coverage, ssl_test_error
-from igan.metrics.inception_net import InceptionWeightsNotFound
 
 TOY_SETS = ("ring8", "grid25")
 INCEPTION_SETS = ("cifar10", "imagenet")
@@ -44,8 +41,10 @@ def scorer_kind(cfg: Config) -> str:
 
 def make_scorer(cfg: Config, train: ArraySplit | None = None, cache_dir: str | None = None):
     """The scorer for ``cfg`` or None. Domain classifiers are trained on ``train`` (real labeled
-    images in model range) once and cached; Inception weights come from a local file, and when
-    they are absent the score is skipped with a warning naming where to put them."""
+    images in model range) once and cached; Inception weights come from a file (path or URI, see
+    :mod:`igan.metrics.inception_net`), and a missing or wrong one raises
+    ``InceptionWeightsNotFound`` / ``InceptionWeightsInvalid`` (one line): a run whose score needs
+    them must not go on without it."""
     kind = scorer_kind(cfg)
     if kind == "none":
         return None
@@ -54,11 +53,19 @@ def make_scorer(cfg: Config, train: ArraySplit | None = None, cache_dir: str | N
             return None
         return get_scorer("domain", key=cfg.data.dataset, images=train.x, labels=train.y,
                           num_classes=cfg.data.num_classes, cache_dir=cache_dir)
-    try:
-        return get_scorer("inception")
-    except InceptionWeightsNotFound as exc:
-        warnings.warn(f"Inception score skipped: {exc}", stacklevel=2)
+    return get_scorer("inception")
+
+
+def require_scorer(cfg: Config) -> str | None:
+    """The local Inception weight file the scorer of ``cfg`` will load, after loading it once, or
+    None when that scorer needs no weights (``domain``, ``none``). Raises ``InceptionWeightsNotFound``
+    or ``InceptionWeightsInvalid`` (one line saying where the file goes): drivers call this before
+    starting any work, so a job never trains for days without its metric."""
+    if scorer_kind(cfg) != "inception":
         return None
+    from igan.metrics.inception_net import check_weights
+
+    return str(check_weights())
 
 
 def score_samples(samples: torch.Tensor, cfg: Config, scorer=None) -> dict[str, float]:

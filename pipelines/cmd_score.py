@@ -61,9 +61,7 @@ def run(args: argparse.Namespace) -> int:
 def build_scorer(cfg, data: str | None):
     """The scorer of ``cfg`` (see :func:`igan.evaluation.make_scorer`) or None for toy sets. A domain
     classifier needs the real train split: embedded for digits, else read from the shard root ``data``
-    (or ``cfg.data.path``). UserError when that is missing or when the Inception weights are absent."""
-    import warnings
-
+    (or ``cfg.data.path``). UserError when that is missing or when the Inception weights are absent or wrong."""
     from igan.data.memory import EMBEDDED, load_embedded
     from igan.evaluation import make_scorer, scorer_kind
     from pipelines.errors import UserError
@@ -86,10 +84,12 @@ def build_scorer(cfg, data: str | None):
                 train = domain_training_data(cfg, root)
             except (OSError, ValueError, KeyError) as exc:
                 raise UserError(f"cannot read the train split under '{root}': {exc}".splitlines()[0]) from None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    from igan.metrics import InceptionWeightsInvalid, InceptionWeightsNotFound
+
+    try:
         scorer = make_scorer(cfg, train)
+    except (InceptionWeightsNotFound, InceptionWeightsInvalid) as exc:
+        raise UserError(str(exc).splitlines()[0]) from None
     if scorer is None:
-        reason = next((str(w.message) for w in caught if "Inception" in str(w.message)), "no scorer available")
-        raise UserError(reason.splitlines()[0])
+        raise UserError("no scorer available")
     return scorer

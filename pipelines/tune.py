@@ -533,7 +533,7 @@ def run_search(opts: TuneOptions, log: Callable[[str], None] = print) -> dict:
     """Run (or resume) a search; returns the summary (best trial, metric, config, model URIs, the
     results table). UserError on bad input; :class:`SearchInterrupted` when it stopped before all
     trials finished (resume it with ``--resume``)."""
-    from pipelines.train import ensure_data, init_ray
+    from pipelines.train import ensure_data, ensure_scorer, init_ray
 
     t0 = time.perf_counter()
     _validate(opts)
@@ -550,6 +550,7 @@ def run_search(opts: TuneOptions, log: Callable[[str], None] = print) -> dict:
     except ConfigError as exc:
         raise UserError(str(exc)) from None
     name = name or _new_name(search)
+    ensure_scorer(search.base)  # every trial evaluates with the base config's scorer
     data_root = ensure_data(search.base, opts.data or record.get("data_root"), log=log)
     if data_root is not None and not record:
         search.base = apply_overrides(search.base, [f"data.path={data_root}"])
