@@ -311,7 +311,7 @@ def local_trial(config: dict, ctx: dict) -> None:
     from igan.data.feed import make_feed
     from igan.trainer import Trainer
     from pipelines.worker import (CONFIG, META, RANK_RNG, STATE, Evaluator, _rng_state, _set_rng_state,
-                                  epoch_metrics, read_checkpoint, run_epoch)
+                                  epoch_metrics, read_checkpoint, read_rank_rng, run_epoch)
     from igan.config import dump_yaml
 
     cfg, tracker, trial_id, resume_from = _open_trial(config, ctx)
@@ -327,8 +327,7 @@ def local_trial(config: dict, ctx: dict) -> None:
         if resume_from is not None:
             with resume_from.as_directory() as d:
                 state, meta = read_checkpoint(d)
-                rng_file = Path(d) / RANK_RNG.format(0)
-                rng = torch.load(rng_file, map_location="cpu", weights_only=False) if rng_file.exists() else None
+                rng = read_rank_rng(d, 0)
             trainer.load_state_dict(state)
             if rng is not None:
                 _set_rng_state(trainer, rng)

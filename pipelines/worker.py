@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from igan.checkpoint import read_state
 from igan.config import Config, dump_yaml
 from igan.data.feed import EVAL_BATCH, domain_training_data, load_test_role, make_feed
 from igan.evaluation import SAMPLE_SEED_OFFSET
@@ -342,9 +343,18 @@ def save_checkpoint(trainer: Trainer, cfg: Config, epochs_done: int, rank: int, 
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
-    """``(state, meta)`` of a checkpoint folder (local path)."""
+    """``(state, meta)`` of a checkpoint folder (local path). ``state.pt`` is read without running
+    code (:func:`igan.checkpoint.read_state`: CheckpointError, one line, for a file holding more than
+    tensors and plain values)."""
     path = Path(path)
-    return torch.load(path / STATE, map_location="cpu", weights_only=False), json.loads((path / META).read_text())
+    return read_state(path / STATE), json.loads((path / META).read_text())
+
+
+def read_rank_rng(path: str | Path, rank: int) -> dict | None:
+    """Rank ``rank``'s RNG state saved in checkpoint folder ``path`` (read like ``state.pt``), or
+    None when that rank saved none (the world size changed)."""
+    rng_file = Path(path) / RANK_RNG.format(rank)
+    return read_state(rng_file) if rng_file.exists() else None
 
 
 def restore(trainer: Trainer, cfg: Config, rank: int) -> int | None:
@@ -357,8 +367,7 @@ def restore(trainer: Trainer, cfg: Config, rank: int) -> int | None:
         return None
     with ckpt.as_directory() as d:
         state, meta = read_checkpoint(d)
-        rng_file = Path(d) / RANK_RNG.format(rank)
-        rng = torch.load(rng_file, map_location="cpu", weights_only=False) if rng_file.exists() else None
+        rng = read_rank_rng(d, rank)
     trainer.load_state_dict(state)
     done = int(meta["epochs_done"])
     if rng is not None:
