@@ -71,7 +71,8 @@ class MinibatchDiscrimination(nn.Module):
         padded = F.pad(mb, (0, 0, 0, blocks * block - n))              # [B, G*b, C]
         grouped = padded.view(kernels, blocks, block, dim)              # [B, G, b, C]
         dist = torch.cdist(grouped, grouped, p=1.0)                     # [B, G, b, b]
-        real = (torch.arange(blocks * block, device=m.device) < n).to(dist.dtype).view(1, blocks, 1, block)
+        # 1 for real rows, 0 for padding: made from mb, so an exported graph holds no device constant
+        real = F.pad(torch.ones_like(mb[0, :, 0]), (0, blocks * block - n)).view(1, blocks, 1, block)
         o = (torch.exp(-dist) * real).sum(3) - 1.0                      # [B, G, b]
         return o.view(kernels, blocks * block)[:, :n].transpose(0, 1).to(m.dtype)
 
