@@ -59,9 +59,10 @@ class ClassifierLogits(nn.Module):
     returns ``(logits, features)``), the form an MLflow model's signature can describe.
 
     ``batch_size`` (a discriminator with minibatch discrimination: its training batch size) makes
-    larger inputs go through D in chunks of that size, as ``Trainer.classify`` does: the layer's
-    statistics sum over the other images of a batch, so one call on 1,000 images would otherwise
-    give each image ten times the statistic D learned from, and other logits."""
+    D compare each image only with those of its group of ``batch_size`` consecutive images, as
+    ``Trainer.classify``'s chunks do: the layer's statistics sum over the other images of a batch, so
+    one call on 1,000 images would otherwise give each image ten times the statistic D learned from,
+    and other logits."""
 
     def __init__(self, model: nn.Module, batch_size: int | None = None):
         super().__init__()
@@ -233,8 +234,9 @@ def register_models(run_id: str, trainer_or_modules: Any, cfg: Config, tracking_
         for kind, module in modules.items():
             example = _example_input(kind, cfg)
             name = model_name(cfg.preset, kind)
+            others = [_example_input(kind, cfg, n) for n in check_sizes(module, len(example))]
             try:
-                check_exports(module, example, [_example_input(kind, cfg, n) for n in check_sizes(module, len(example))])
+                check_exports(module, example, others)
             except NotExportable as exc:
                 _not_registered(client, run_id, kind, name, str(exc))
                 continue

@@ -143,7 +143,8 @@ class Cifar10Source(Source):
             names = _get(load_numpy_pickle(raw), "label_names")
             return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
         except UnsafePickleError as exc:  # not merely unusable: someone crafted it
-            raise SourceError(f"{os.path.join(self.root, META)} is not CIFAR-10's {META} ({describe_error(exc)})") from None
+            where = f"{self.root}:{META}" if os.path.isfile(self.root) else os.path.join(self.root, META)
+            raise SourceError(f"{where} is not CIFAR-10's {META} ({describe_error(exc)})") from None
         except Exception:
             return default
 
