@@ -515,15 +515,20 @@ def concurrency(opts: TuneOptions, cluster, log: Callable[[str], None] = print, 
     one = trial_bundles(opts)
     limit = min(opts.max_concurrent or opts.num_samples, opts.num_samples)
     most = most_trials(cluster, one, limit)
-    wanted = most if most is not None else (limit if opts.max_concurrent else 1)
+    if most is not None:
+        n = most
+    elif opts.max_concurrent:  # a cluster that may grow: as many as asked
+        n = limit
+    else:  # as many as it holds once one fits (decided below)
+        n = None
     ensure_resources(cluster, one, f"a trial: {describe_trial(opts)}", opts.wait_for_resources, "igan tune", log,
-                     request=one * max(1, wanted), **wait)
+                     request=one * max(1, n or 1), **wait)
     if most is not None and opts.max_concurrent and most < limit:
         log(f"igan tune: --max-concurrent {opts.max_concurrent}, but the cluster can hold {most} trial"
             f"{'s' if most > 1 else ''} at once (each reserves {describe_trial(opts)}; the cluster has "
             f"{_capacity(cluster, one)}): running {most} at once")
     now = copies_that_fit(one, cluster.nodes(), limit)
-    n = wanted if most is not None or opts.max_concurrent else now
+    n = now if n is None else n
     if n > now:
         log(f"igan tune: {n} trials at once; the cluster holds {now} now, the others' workers wait for nodes "
             "to join (Ray Train asks the autoscaler for them)")

@@ -192,6 +192,17 @@ def test_tune_waits_for_gpu_trials_on_an_autoscaling_cluster():
     assert "6 trials at once; the cluster holds 4 now" in lines[-1]
 
 
+def test_tune_on_a_cluster_that_may_grow_keeps_max_concurrent():
+    """No published ceiling (nodes may join): the default is what the cluster holds now; a larger
+    --max-concurrent is kept, saying that the other trials wait for nodes."""
+    opts = dict(space="digits", num_samples=8, cpus_per_trial=4.0, gpus_per_trial=1.0)
+    assert concurrency(TuneOptions(**opts), FakeCluster([CPU_HEAD, GPU_NODE]), lambda m: None) == 4
+    lines, log = _lines()
+    assert concurrency(TuneOptions(**opts, max_concurrent=8), FakeCluster([CPU_HEAD, GPU_NODE]), log) == 8
+    assert lines == ["igan tune: 8 trials at once; the cluster holds 4 now, the others' workers wait for nodes "
+                     "to join (Ray Train asks the autoscaler for them)"]
+
+
 def test_tune_never_fits_on_an_autoscaler_without_gpus():
     cluster = FakeCluster([CPU_HEAD], ceiling={"CPU": 72.0})
     with pytest.raises(UserError, match="autoscaler node types add up to at most 0 GPU"):
