@@ -139,24 +139,24 @@ def ensure_resources(view: ClusterView, bundles: list[dict[str, float]], what: s
                      sleep: Callable[[float], None] = time.sleep,
                      clock: Callable[[], float] = time.monotonic) -> bool:
     """Make sure the cluster holds ``bundles`` (``what`` says them in words); returns False when
-    they fit at once, True when they fit after waiting for nodes. UserError when they can never fit; otherwise asks the
-    autoscaler for ``request`` (default ``bundles``) and waits up to ``wait_s`` seconds, printing what
-    it waits for; ResourceWaitTimeout when they did not come. The request is withdrawn on return:
-    from then on Ray Train asks the autoscaler for its own worker groups."""
+    they fit at once, True when they fit after waiting for nodes. UserError when they can never
+    fit; otherwise asks the autoscaler for ``request`` (default ``bundles``) and waits up to
+    ``wait_s`` seconds, printing what it waits for; ResourceWaitTimeout when they did not come. The
+    request is withdrawn on return: from then on Ray Train asks the autoscaler for its own worker
+    groups, and an idle cluster may shrink again."""
     if pack(bundles, view.nodes()):
         return False
     reason = never_reason(view, bundles)
     if reason is not None:
         raise UserError(f"{what} can never fit: {reason}")
     need = total(bundles)
-    start = clock()
+    start = last_report = clock()
     deadline = start + max(0.0, wait_s)
-    log(f"{prog}: waiting up to {_clock(wait_s)} for {what} (the cluster has {_have(view.nodes(), need)} now); "
-        "asked the autoscaler for them (--wait-for-resources sets the wait)")
-    last_report = start
     try:
+        _ask(view, request or bundles, prog, log)
+        log(f"{prog}: waiting up to {_clock(wait_s)} for {what} (the cluster has {_have(view.nodes(), need)} "
+            "now); asked the autoscaler for them (--wait-for-resources sets the wait)")
         while True:
-            _ask(view, request or bundles, prog, log)
             nodes = view.nodes()
             if pack(bundles, nodes):
                 log(f"{prog}: the cluster has room for {what} after {_clock(clock() - start)}")
@@ -171,6 +171,7 @@ def ensure_resources(view: ClusterView, bundles: list[dict[str, float]], what: s
                 log(f"{prog}: still waiting for {what} ({_clock(now - start)}): the cluster has {_have(nodes, need)}")
                 last_report = now
             sleep(min(POLL_S, max(0.0, deadline - now)))
+            _ask(view, request or bundles, prog, log)  # again: another client's request replaces ours
     finally:
         _ask(view, [], prog, log)
 
