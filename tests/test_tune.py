@@ -136,6 +136,28 @@ def test_train_backend_trial(ray_local, tmp_path, tracking_server, digits_data, 
     assert _history(client, run.info.run_id) == [1, 2] and _history(client, run.info.run_id, "loss_d") == [1, 2]
 
 
+def test_train_backend_two_trials_at_once_on_two_cpus(ray_local, tmp_path, tracking_server, digits_data, capsys):
+    """The default backend with 2 trials at once on this 2-CPU Ray: each trial's driver and worker
+    together reserve --cpus-per-trial, so both worker groups are placed at once. (A driver's 0.01 CPU
+    on top of a 1-CPU worker left the second worker group waiting for the first trial's CPU, Ray
+    Train retrying its start on WorkerGroupStartupTimeoutError.) Ray's placement group table shows
+    it: every placement group of the search was placed at its first scheduling attempt."""
+    before = set(ray_local.util.placement_group_table())
+    args = _args(tmp_path, tracking_server, digits_data, "two", "--num-samples", "2", "--scheduler", "fifo",
+                 "--no-register", "--json")
+    args[args.index("--max-concurrent") + 1] = "2"
+    rc = _igan(args)
+    out = capsys.readouterr()
+    assert rc == 0, out.err[-3000:]
+    summary = json.loads(out.out.strip().splitlines()[-1])
+    assert [t["status"] for t in summary["trials"]] == ["TERMINATED"] * 2
+    assert "up to 2 at once" in out.err
+    groups = {pg: t for pg, t in ray_local.util.placement_group_table().items() if pg not in before}
+    workers = [t for t in groups.values() if list(t["bundles"].values()) != [{"CPU": 0.01}]]  # not a trial driver
+    assert len(workers) == 2, groups  # one worker group per trial: none timed out and was made again
+    assert all(t["stats"]["scheduling_attempt"] == 1 for t in groups.values()), groups
+
+
 def test_pbt_search(ray_local, tmp_path, tracking_server, digits_data, capsys):
     """PBT over 4 short trials, two at a time: exploit/explore through the local backend's checkpoints."""
     sets = [s for s in TINY if not s.startswith(("train.epochs", "train.steps"))] + ["train.epochs=3",
