@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"igan tune: {exc}", file=sys.stderr, flush=True)
         return 130
     if args.json:
-        out = {k: summary[k] for k in ("name", "space", "preset", "metric", "mode", "best_value", "best_trial",
+        out = {k: summary[k] for k in ("name", "space", "preset", "metric", "mode", "best_value", "best_test_value", "best_trial",
                                        "best_run_id", "best_config", "model_uris", "parent_run_id", "experiment",
                                        "tracking_uri", "path", "seconds")}
         out["best_full_config"] = summary["best_full_config"]

@@ -252,26 +252,32 @@ def trial_driver(config: dict, ctx: dict) -> None:
 
         thread = threading.Thread(target=fit, name="igan-trial-fit", daemon=True)
         thread.start()
-        nonfinite = None
-        while True:
-            alive = thread.is_alive()
-            busy = False
-            for ev in _drain(events, Empty):
-                busy = True
-                if ev["kind"] == "epoch":
-                    tracker.log_metrics(ev["metrics"], step=ev["epoch"])
-                    if ev.get("grid") is not None:
-                        tracker.log_image(ev["grid"], f"samples/epoch_{ev['epoch']:04d}.png")
-                elif ev["kind"] == "nonfinite":
-                    nonfinite = f"non-finite loss in epoch {ev['epoch']}: {ev['reason']}"
-            for rep in _drain(reports, Empty):
-                busy = True
-                metrics = {k: v for k, v in rep["metrics"].items() if isinstance(v, (int, float))}
-                tune.report({**metrics, "mlflow_run_id": tracker.run_id}, checkpoint=rep["checkpoint"])
-            if not alive and not busy:
-                break
-            if not busy:
-                time.sleep(0.2)
+        nonfinite, groups = None, []
+        try:
+            while True:
+                alive = thread.is_alive()
+                busy = False
+                for ev in _drain(events, Empty):
+                    busy = True
+                    if ev["kind"] == "start" and ev.get("placement_group") is not None:
+                        groups.append(ev["placement_group"])
+                    elif ev["kind"] == "epoch":
+                        tracker.log_metrics(ev["metrics"], step=ev["epoch"])
+                        if ev.get("grid") is not None:
+                            tracker.log_image(ev["grid"], f"samples/epoch_{ev['epoch']:04d}.png")
+                    elif ev["kind"] == "nonfinite":
+                        nonfinite = f"non-finite loss in epoch {ev['epoch']}: {ev['reason']}"
+                for rep in _drain(reports, Empty):
+                    busy = True
+                    metrics = {k: v for k, v in rep["metrics"].items() if isinstance(v, (int, float))}
+                    tune.report({**metrics, "mlflow_run_id": tracker.run_id}, checkpoint=rep["checkpoint"])
+                if not alive and not busy:
+                    break
+                if not busy:
+                    time.sleep(0.2)
+        finally:
+            if thread.is_alive():  # Tune stopped the trial (ASHA, max_t) while its TorchTrainer runs
+                _release(groups)
         for q in (events, reports):
             try:
                 ray.kill(q.actor)
@@ -282,6 +288,19 @@ def trial_driver(config: dict, ctx: dict) -> None:
         if nonfinite:
             tracker.fail(nonfinite)
             raise RuntimeError(f"trial {trial_id}: {nonfinite}")
+
+
+def _release(groups: list) -> None:
+    """Remove the worker groups' placement groups of a trial that Tune stopped mid-run: the trial's
+    actor exits, but Ray Train (2.60) leaves its worker group's reservation behind, and on a
+    2-CPU machine the next trial or job would wait for it forever."""
+    import ray.util
+
+    for group in groups:
+        try:
+            ray.util.remove_placement_group(group)
+        except Exception:  # already removed, or Ray is shutting down
+            pass
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import math
+import time
 
 import pytest
 
@@ -122,10 +123,16 @@ def test_asha_search_stopped_and_resumed(ray_local, tmp_path, tracking_server, d
     assert "trial" in out.err and "val_ssl_error" in out.err  # the table was printed (stderr with --json)
 
 
+def _reserved_groups(ray) -> list:
+    return [g for g in ray.util.placement_group_table().values() if g["state"] == "CREATED"]
+
+
 def test_train_backend_trial(ray_local, tmp_path, tracking_server, digits_data, capsys):
-    """One trial the default way: the Tune trial drives a Ray Train TorchTrainer."""
+    """One trial the default way: the Tune trial drives a Ray Train TorchTrainer. ASHA stops it at
+    max_t inside its last report, while the TorchTrainer still runs: the worker group's reservation
+    must not outlive the trial (it would hold the CPUs of every later trial and job)."""
     client = _client(tracking_server)
-    rc = _igan(_args(tmp_path, tracking_server, digits_data, "train1", "--num-samples", "1", "--scheduler", "fifo",
+    rc = _igan(_args(tmp_path, tracking_server, digits_data, "train1", "--num-samples", "1",
                      "--no-register", "--json"))
     out = capsys.readouterr()
     assert rc == 0, out.err[-3000:]
@@ -134,6 +141,10 @@ def test_train_backend_trial(ray_local, tmp_path, tracking_server, digits_data, 
     run = client.get_run(summary["best_run_id"])
     assert run.info.status == "FINISHED" and run.data.params["tune.trial_backend"] == "train"
     assert _history(client, run.info.run_id) == [1, 2] and _history(client, run.info.run_id, "loss_d") == [1, 2]
+    deadline = time.monotonic() + 60  # removal is asynchronous
+    while _reserved_groups(ray_local) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _reserved_groups(ray_local)
 
 
 def test_train_backend_two_trials_at_once_on_two_cpus(ray_local, tmp_path, tracking_server, digits_data, capsys):
