@@ -9,6 +9,10 @@
   shared (ReadWriteMany) or object storage.
 * The MLflow deployment takes every credential from Secrets (materialised by ExternalSecrets),
   runs with basic auth, PostgreSQL and proxied S3 artifacts, and is reachable only in-cluster.
+* Every Ray process finds the Inception weights: each Ray pod and RayJob submitter sets
+  IGAN_INCEPTION_WEIGHTS to one value, and each launcher node's ``ray start`` exports it; the value
+  is a bucket URI or a path on a mounted volume or in the image.
+* Launcher node commands are valid bash; the image's COPY sources survive its .dockerignore.
 
 Each property is a ``*_problems`` function returning a list of messages; the tests assert the
 real files give none, and that deliberately broken copies give some (so the checks can fail).
@@ -465,3 +469,198 @@ def _pod_labels(doc: dict, pod_spec: dict) -> dict:
                     return found
         return None
     return walk(doc) or {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Inception weights: every Ray process finds them through one environment variable
+
+INCEPTION_ENV = "IGAN_INCEPTION_WEIGHTS"
+#: Where a launcher YAML's bucket lives, by provider type.
+BUCKET_SCHEMES = {"aws": "s3://", "gcp": "gs://"}
+LAUNCHER_COMMAND_KEYS = ("initialization_commands", "setup_commands", "head_setup_commands",
+                         "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands")
+
+
+def inception_weight_file() -> str:
+    """The file name of the 2015-12-05 Inception graph's weights, as igan looks for it."""
+    from igan.metrics.inception_net import WEIGHT_FILES  # torch: imported only when a check runs
+
+    return WEIGHT_FILES["tf2015"]
+
+
+def env_value(container: dict, name: str) -> str | None:
+    """The literal value of env var ``name`` in ``container``, else None."""
+    for env in container.get("env", []):
+        if env["name"] == name:
+            return env.get("value")
+    return None
+
+
+def ray_pods(spec: dict) -> list[tuple[str, dict]]:
+    """``(group, pod spec)`` for the head and every worker group of a RayCluster spec."""
+    return [("head", spec["headGroupSpec"]["template"]["spec"])] + [
+        (g["groupName"], g["template"]["spec"]) for g in spec.get("workerGroupSpecs", [])]
+
+
+def image_files(dockerfile: str) -> set[str]:
+    """Absolute paths of the files that uncommented ``COPY`` lines without ``--from`` put into the image."""
+    out = set()
+    for line in dockerfile.splitlines():
+        words = line.split()
+        if not words or words[0] != "COPY" or any(w.startswith("--from") for w in words):
+            continue
+        *sources, dest = [w for w in words[1:] if not w.startswith("--")]
+        if not dest.startswith("/"):
+            continue  # relative to WORKDIR: build inputs, not runtime files
+        for src in sources:
+            out.add(dest.rstrip("/") + "/" + src.rsplit("/", 1)[-1] if dest.endswith("/") else dest)
+    return out
+
+
+def _weights_location_problem(where: str, value: str, mounts: set[str], baked: set[str], buckets=("s3://", "gs://")):
+    """Why ``value`` cannot be the weights file for a process that sees ``mounts`` and the image's
+    ``baked`` files, or None."""
+    name = inception_weight_file()
+    if value.rsplit("/", 1)[-1] != name:
+        return f"{where}: {INCEPTION_ENV}={value} does not name the file {name}"
+    if value.startswith(tuple(buckets)):
+        return None
+    if "://" in value:
+        return f"{where}: {INCEPTION_ENV}={value}: not a bucket URI ({', '.join(buckets)}) or a path"
+    if value in baked or any(value.startswith(m.rstrip("/") + "/") for m in mounts):
+        return None
+    return f"{where}: {INCEPTION_ENV}={value} is neither on a mounted volume {sorted(mounts)} nor in the image"
+
+
+def inception_env_problems(docs, dockerfile: str | None = None) -> list[str]:
+    """Every Ray pod (the head and each worker group of every RayCluster, also those a RayJob
+    embeds) and every RayJob's submitter pod sets IGAN_INCEPTION_WEIGHTS, all to one literal value:
+    a bucket URI or a path. In a Ray pod a path lies on a volume that pod mounts or in the image.
+    (The submitter only runs ``ray job submit``: the driver runs on the head, so its copy is
+    checked for agreement only.)"""
+    dockerfile = (CLUSTER / "Dockerfile").read_text() if dockerfile is None else dockerfile
+    baked = image_files(dockerfile)
+    problems, values = [], {}
+    for name, spec in ray_cluster_specs(docs):
+        for group, pod in ray_pods(spec):
+            where = f"{name}/{group}"
+            ray_container = pod["containers"][0]  # KubeRay runs Ray in the first container
+            value = env_value(ray_container, INCEPTION_ENV)
+            if value is None:
+                problems.append(f"{where}: container {ray_container['name']} sets no {INCEPTION_ENV}")
+                continue
+            values[where] = value
+            mounts = {m["mountPath"] for m in ray_container.get("volumeMounts", [])}
+            problem = _weights_location_problem(where, value, mounts, baked)
+            if problem:
+                problems.append(problem)
+    for path, doc in docs:
+        if doc.get("kind") != "RayJob":
+            continue
+        where = f"{doc['metadata']['name']}/submitter"
+        template = doc["spec"].get("submitterPodTemplate")
+        if not template:
+            problems.append(f"{path.name}: no submitterPodTemplate (the submitter would run another image "
+                            f"without {INCEPTION_ENV})")
+            continue
+        value = env_value(template["spec"]["containers"][0], INCEPTION_ENV)
+        if value is None:
+            problems.append(f"{where}: sets no {INCEPTION_ENV}")
+        else:
+            values[where] = value
+    if len(set(values.values())) > 1:
+        problems.append(f"{INCEPTION_ENV} differs between pods: {values}")
+    return problems
+
+
+def start_exports(command: str) -> dict[str, str]:
+    """``NAME: value`` for each ``export NAME=value`` in a shell command before its ``ray start``
+    (what the started Ray node, and so every driver and worker on it, inherits)."""
+    head = command.split("ray start", 1)[0]
+    return dict(re.findall(r"\bexport\s+(\w+)=([^\s;]+)", head))
+
+
+def launcher_mounts(cfg: dict) -> set[str]:
+    """Mount points of the network file systems that setup_commands mount (``mount ... HOST:/PATH DIR``)."""
+    setup = "\n".join(cfg.get("setup_commands", []))
+    return set(re.findall(r"\bmount\s[^\n]*?\s\S+:\S*\s+(/[\w./-]+)", setup))
+
+
+def launcher_env_problems(cfg: dict) -> list[str]:
+    """The ``ray start`` of the head and of the worker nodes export the same IGAN_INCEPTION_WEIGHTS
+    and MLFLOW_TRACKING_URI. The weights are in the provider's bucket (s3:// on AWS, gs:// on GCP)
+    or on a file system that setup_commands mount on every node."""
+    problems, seen = [], {}
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in cfg.get(key, []) if "ray start" in c]
+        if len(starts) != 1:
+            problems.append(f"{key}: expected one ray start command, found {len(starts)}")
+            continue
+        env = start_exports(starts[0])
+        for name in (INCEPTION_ENV, "MLFLOW_TRACKING_URI"):
+            if name not in env:
+                problems.append(f"{key}: ray start does not export {name}")
+            else:
+                seen.setdefault(name, {})[key] = env[name]
+    for name, by_key in seen.items():
+        if len(set(by_key.values())) > 1:
+            problems.append(f"{name} differs between head and worker nodes: {by_key}")
+    scheme = BUCKET_SCHEMES.get(cfg.get("provider", {}).get("type"))
+    for key, value in seen.get(INCEPTION_ENV, {}).items():
+        problem = _weights_location_problem(key, value, launcher_mounts(cfg), set(), buckets=(scheme,) if scheme else ())
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def launcher_shell_problems(cfg: dict) -> list[str]:
+    """Every command the launcher runs on a node is valid bash (``bash -n``)."""
+    import subprocess
+
+    problems = []
+    for key in LAUNCHER_COMMAND_KEYS:
+        for i, command in enumerate(cfg.get(key) or []):
+            res = subprocess.run(["bash", "-n", "-c", command], capture_output=True, text=True)
+            if res.returncode != 0:
+                problems.append(f"{key}[{i}]: {res.stderr.strip().splitlines()[-1]}")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# the image's build context
+
+def dockerignore_admits(path: str, patterns: list[str]) -> bool:
+    """Whether a ``.dockerignore`` with ``patterns`` keeps ``path`` (relative to the context) in the
+    build context: the last pattern matching the path or one of its parent folders decides, ``!``
+    re-includes."""
+    import fnmatch
+
+    parts = path.strip("/").split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    admitted = True
+    for raw in patterns:
+        negate = raw.startswith("!")
+        pattern = raw[1:] if negate else raw
+        pattern = pattern.strip("/")
+        if pattern.startswith("**/"):
+            hit = any(fnmatch.fnmatchcase(p.rsplit("/", 1)[-1], pattern[3:]) for p in prefixes)
+        else:
+            hit = any(fnmatch.fnmatchcase(p, pattern) for p in prefixes)
+        if hit:
+            admitted = negate
+    return admitted
+
+
+def dockerfile_context_problems(dockerfile: str, dockerignore: str) -> list[str]:
+    """Every source of an uncommented ``COPY`` (without ``--from``) is in the build context that the
+    Dockerfile's ``.dockerignore`` leaves."""
+    patterns = [ln.strip() for ln in dockerignore.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    problems = []
+    for line in dockerfile.splitlines():
+        words = line.split()
+        if not words or words[0] != "COPY" or any(w.startswith("--from") for w in words):
+            continue
+        for src in [w for w in words[1:] if not w.startswith("--")][:-1]:
+            if not dockerignore_admits(src, patterns):
+                problems.append(f"COPY {src}: excluded from the build context by Dockerfile.dockerignore")
+    return problems

@@ -3,13 +3,17 @@ cluster_checks.py, and deliberately broken copies fail them (so each check can f
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
-from cluster_checks import (CLUSTER, CREDENTIAL_IN_URL, LAUNCHERS, WHEEL, image_problems, k8s_docs,
-                            kuberay_problems, launcher_pin_problems, launcher_schema_problems,
-                            launcher_topology_problems, literal_secret_problems, load_yaml, mlflow_problems,
-                            ray_schema, secret_source_problems, shared_storage_problems, strings,
-                            train_job_problems)
+from cluster_checks import (CLUSTER, CREDENTIAL_IN_URL, INCEPTION_ENV, LAUNCHERS, WHEEL, containers,
+                            dockerfile_context_problems, image_problems, inception_env_problems, k8s_docs,
+                            kuberay_problems, launcher_env_problems, launcher_pin_problems,
+                            launcher_schema_problems, launcher_shell_problems, launcher_topology_problems,
+                            literal_secret_problems, load_yaml, mlflow_problems, ray_schema,
+                            secret_source_problems, shared_storage_problems, strings, train_job_problems)
+
+DOCKERFILE, DOCKERIGNORE = CLUSTER / "Dockerfile", CLUSTER / "Dockerfile.dockerignore"
 
 # ---------------------------------------------------------------------------------------------
 # tests on the real files
@@ -138,3 +142,104 @@ def test_checks_catch_broken_manifests(docs):
     server["args"] = [a.replace("--app-name basic-auth", "") for a in server["args"]]
     bad[_find(bad, "Service", "mlflow")][1]["spec"]["type"] = "LoadBalancer"
     assert literal_secret_problems(bad) and len(mlflow_problems(bad)) >= 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Inception weights on every Ray process; shell and build context
+
+WEIGHTS_ON_SHARED = "/mnt/shared/inception/pt_inception-2015-12-05-6726825d.pth"
+
+
+def test_every_ray_pod_and_submitter_gets_inception_weights(docs):
+    assert inception_env_problems(docs) == []
+
+
+@pytest.mark.parametrize("path", LAUNCHERS, ids=lambda p: p.name)
+def test_launcher_nodes_export_inception_weights_and_mlflow(path):
+    assert launcher_env_problems(load_yaml(path)) == []
+
+
+@pytest.mark.parametrize("path", LAUNCHERS, ids=lambda p: p.name)
+def test_launcher_commands_are_valid_bash(path):
+    assert launcher_shell_problems(load_yaml(path)) == []
+
+
+def test_dockerfile_copies_only_what_the_context_admits():
+    assert dockerfile_context_problems(DOCKERFILE.read_text(), DOCKERIGNORE.read_text()) == []
+
+
+def _set_weights(docs, value: str) -> None:
+    """Point every IGAN_INCEPTION_WEIGHTS in ``docs`` at ``value``."""
+    for _, doc in docs:
+        for c in containers(doc):
+            for env in c.get("env", []):
+                if env["name"] == INCEPTION_ENV:
+                    env["value"] = value
+
+
+def test_checks_catch_missing_or_misplaced_inception_weights(docs):
+    bad = copy.deepcopy(docs)  # the cpu group loses the variable
+    i = _find(bad, "RayCluster")
+    cpu = next(g for g in bad[i][1]["spec"]["workerGroupSpecs"] if g["groupName"] == "cpu")
+    container = cpu["template"]["spec"]["containers"][0]
+    container["env"] = [e for e in container["env"] if e["name"] != INCEPTION_ENV]
+    assert any("igan/cpu" in p for p in inception_env_problems(bad))
+
+    bad = copy.deepcopy(docs)  # the training cluster's head points elsewhere
+    i = _find(bad, "RayJob", "igan-train-imagenet128")
+    head = bad[i][1]["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    for env in head["env"]:
+        if env["name"] == INCEPTION_ENV:
+            env["value"] = "s3://igan-data/inception/pt_inception-2015-12-05-6726825d.pth"
+    assert any("differs" in p for p in inception_env_problems(bad))
+
+    bad = copy.deepcopy(docs)  # a submitter without the template, and a path no Ray pod mounts
+    del bad[_find(bad, "RayJob", "igan-tune-imagenet128")][1]["spec"]["submitterPodTemplate"]
+    _set_weights(bad, "/data/inception/pt_inception-2015-12-05-6726825d.pth")
+    problems = inception_env_problems(bad)
+    assert any("submitterPodTemplate" in p for p in problems) and any("mounted volume" in p for p in problems)
+
+    bad = copy.deepcopy(docs)  # a path in the image passes only when the Dockerfile copies the file there
+    _set_weights(bad, "/opt/igan/inception/pt_inception-2015-12-05-6726825d.pth")
+    dockerfile = DOCKERFILE.read_text()
+    uncommented = dockerfile.replace("# COPY inception/", "COPY inception/")
+    assert uncommented != dockerfile
+    assert any("nor in the image" in p for p in inception_env_problems(bad, dockerfile))
+    assert inception_env_problems(bad, uncommented) == []
+
+    bad = copy.deepcopy(docs)  # a file name igan does not look for
+    _set_weights(bad, WEIGHTS_ON_SHARED.replace("pt_inception", "inception"))
+    assert any("does not name the file" in p for p in inception_env_problems(bad))
+
+
+def test_checks_catch_launcher_without_weights_or_shell():
+    cfg = load_yaml(CLUSTER / "aws.yaml")
+    bad = copy.deepcopy(cfg)
+    bad["worker_start_ray_commands"] = [re.sub(r"export IGAN_INCEPTION_WEIGHTS=\S+;", "", c)
+                                        for c in bad["worker_start_ray_commands"]]
+    assert launcher_env_problems(bad) == ["worker_start_ray_commands: ray start does not export IGAN_INCEPTION_WEIGHTS"]
+    bad = copy.deepcopy(cfg)  # a GCS URI on AWS
+    bad["head_start_ray_commands"] = [c.replace("s3://", "gs://") for c in bad["head_start_ray_commands"]]
+    bad["worker_start_ray_commands"] = [c.replace("s3://", "gs://") for c in bad["worker_start_ray_commands"]]
+    assert launcher_env_problems(bad)
+    bad = copy.deepcopy(cfg)  # exported after ray start: the node would not inherit it
+    bad["head_start_ray_commands"] = [c.replace("export IGAN_INCEPTION_WEIGHTS", "true; : IGAN_INCEPTION_WEIGHTS")
+                                      + "; export IGAN_INCEPTION_WEIGHTS=s3://igan-data/inception/x.pth"
+                                      for c in bad["head_start_ray_commands"]]
+    assert launcher_env_problems(bad)
+    bad = copy.deepcopy(cfg)  # a path on a file system the nodes do not mount
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        bad[key] = [re.sub(r"s3://igan-data/inception/", "/mnt/other/", c) for c in bad[key]]
+    assert any("mounted volume" in p for p in launcher_env_problems(bad))
+    bad = copy.deepcopy(cfg)
+    bad["setup_commands"] = [c.replace("/mnt/shared; }", "/mnt/shared;") for c in bad["setup_commands"]]
+    assert launcher_shell_problems(bad)
+
+
+def test_checks_catch_copy_outside_the_build_context():
+    dockerfile, ignore = DOCKERFILE.read_text(), DOCKERIGNORE.read_text()
+    uncommented = dockerfile.replace("# COPY inception/", "COPY inception/")
+    assert dockerfile_context_problems(uncommented, ignore)  # the Dockerfile's comment says why
+    assert dockerfile_context_problems(uncommented, ignore + "!inception/pt_inception-2015-12-05-6726825d.pth\n") == []
+    assert dockerfile_context_problems(dockerfile, ignore.replace("!pipelines\n", ""))
+    assert dockerfile_context_problems(dockerfile, ignore + "pipelines\n")  # a later exclude wins
