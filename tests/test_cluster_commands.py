@@ -8,8 +8,9 @@
   ``sample`` commands run on this machine, as written except for what fixture_argv substitutes
   (buckets and /mnt/shared become local folders, GPU and node counts tiny CPU values, tiny
   widths and epochs through ``--set``), on an ILSVRC-shaped ImageNet tree from fixtures_formats.py.
-  The imagenet128 chain waits for the split-roles change (xfail, see IMAGENET_SPLITS); the same
-  commands with the preset and data set replaced by ``digits`` run today.
+  The imagenet128 chain xfails on exactly one error, the missing 'test' split, until the
+  split-roles change lands (IMAGENET_SPLITS); the same commands with the preset and data set
+  replaced by ``digits`` run today.
 
 The multi-node section's commands are run by tests/test_multinode.py; this module checks that
 its command line covers theirs.
@@ -31,8 +32,10 @@ from cluster_commands import (README, Command, Fixture, all_commands, fixture_ar
                               static_problems)
 from fixtures_formats import make_imagenet
 
+#: The one known failure of the imagenet128 chain, and why: the test xfails on exactly this error.
 IMAGENET_SPLITS = ("needs the train/val/test split roles (in progress elsewhere): igan train --preset imagenet128 "
-                   "looks for a 'test' split, and ImageNet shards have train and val ('no split test')")
+                   "looks for a 'test' split, and ImageNet shards have train and val")
+IMAGENET_SPLITS_ERROR = re.compile(r"no split 'test' under")
 STAGES = ("shard", "train", "tune", "models", "sample")
 
 
@@ -298,18 +301,23 @@ def _last_json(text: str) -> dict:
     raise AssertionError(f"no JSON line in:\n{text[-3000:]}")
 
 
-def _run(cmd: Command, argv: list[str], capsys) -> str:
-    """Run ``igan ARGV`` in this process; its stdout. Fails with the cluster command and its stderr."""
+def _run(cmd: Command, argv: list[str], capsys, known: dict | None = None) -> str:
+    """Run ``igan ARGV`` in this process; its stdout. Fails with the cluster command and its stderr,
+    or xfails when the stderr matches a pattern of ``known`` (pattern -> reason)."""
     from pipelines.cli import main
 
     capsys.readouterr()
     rc = main(argv)
     out = capsys.readouterr()
+    if rc != 0:
+        for pattern, reason in (known or {}).items():
+            if pattern.search(out.err):
+                pytest.xfail(reason)
     assert rc == 0, f"{cmd}\nran as: igan {shlex.join(argv)}\nexit {rc}:\n{out.err[-4000:]}"
     return out.out
 
 
-def _chain(commands, fx: Fixture, capsys, stages, transform=lambda a: a) -> dict:
+def _chain(commands, fx: Fixture, capsys, stages, transform=lambda a: a, known: dict | None = None) -> dict:
     """Run each stage's commands (fixture_argv, then ``transform``); the last JSON line of each stage."""
     results = {}
     for stage in stages:
@@ -317,7 +325,7 @@ def _chain(commands, fx: Fixture, capsys, stages, transform=lambda a: a) -> dict
             argv = transform(fixture_argv(igan_argv(cmd), fx))
             if stage == "sample":
                 argv.append("--json")
-            results[stage] = _last_json(_run(cmd, argv, capsys))
+            results[stage] = _last_json(_run(cmd, argv, capsys, known))
     return results
 
 
@@ -356,12 +364,14 @@ def test_shard_command_on_an_ilsvrc_tree(site, imagenet_shards):
     assert splits["val"]["num_samples"] == len(expected["val"]) and splits["train"]["image_size"] == [128, 128]
     for split in ("train", "val"):
         manifest = json.loads((fx.bucket / "imagenet128" / split / "manifest.json").read_text())
-        assert manifest["num_classes"] == 3 and len(manifest["shards"]) == -(-manifest["num_samples"] // 4)
+        sizes = [shard["num_samples"] for shard in manifest["shards"]]
+        assert manifest["num_classes"] == 3 and sum(sizes) == manifest["num_samples"] and max(sizes) <= 4
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=IMAGENET_SPLITS)
 def test_imagenet128_train_tune_lookup_chain(site, imagenet_shards, commands, capsys, mlflow_server):
+    """xfails while igan train stops with the missing-'test'-split error (IMAGENET_SPLITS); any
+    other failure fails, and once the split roles land the chain must pass."""
     import torch
     from mlflow import MlflowClient
 
@@ -377,7 +387,8 @@ def test_imagenet128_train_tune_lookup_chain(site, imagenet_shards, commands, ca
         torch.save(build_inception("tf2015").state_dict(), weights)
     fx = copy.copy(site["fx"])
     fx.sets = TINY_IMAGENET
-    results = _chain(commands, fx, capsys, ("train", "tune", "models", "sample"))
+    results = _chain(commands, fx, capsys, ("train", "tune", "models", "sample"),
+                     known={IMAGENET_SPLITS_ERROR: IMAGENET_SPLITS})
     client = MlflowClient(tracking_uri=mlflow_server)
     run = client.get_run(results["train"]["run_id"])
     assert run.info.status == "FINISHED" and run.data.params["data.dataset"] == "imagenet"
@@ -398,7 +409,8 @@ def test_digits_shard_train_tune_lookup_chain(site, commands, capsys, mlflow_ser
     client = MlflowClient(tracking_uri=mlflow_server)
     run = client.get_run(results["train"]["run_id"])
     assert run.info.status == "FINISHED" and run.data.params["data.path"] == (fx.bucket / "digits").as_uri()
-    assert run.info.experiment_id == client.get_experiment_by_name("imagenet128").experiment_id
-    assert results["tune"]["trials"] and results["tune"]["experiment"] == "imagenet128"
+    # --experiment imagenet128 became digits with the rest; train and tune log to the same experiment
+    assert run.info.experiment_id == client.get_experiment_by_name("digits").experiment_id
+    assert results["tune"]["trials"] and results["tune"]["experiment"] == "digits"
     assert re.match(r"^file://", results["shard"]["out"])
     _check_lookups(results, "digits", client)
