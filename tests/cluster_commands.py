@@ -459,7 +459,7 @@ def _kubectl_problems(cmd: Command, docs, weights: set[str]) -> list[str]:
     elif verb == "get" and args[:1] == ["rayjob"]:
         if _resource(docs, "RayJob", args[1], namespace) is None:
             problems.append(f"no RayJob {args[1]} in {namespace}")
-    elif verb == "get" and args[:1] in (["pod"], ["pods"]):
+    elif verb in ("get", "wait") and args[:1] in (["pod"], ["pods"]):
         wanted = dict(item.split("=", 1) for item in options.get("-l", "").split(",") if "=" in item)
         if "ray.io/cluster" in wanted and _resource(docs, "RayCluster", wanted["ray.io/cluster"], namespace) is None:
             problems.append(f"no RayCluster {wanted['ray.io/cluster']} in {namespace}")

@@ -186,6 +186,8 @@ def test_static_check_catches_wrong_names_files_ports_and_copies(readme):
             ("port-forward svc/mlflow 5000:5000", "port-forward svc/mlflow 5000:5001", "no port 5001"),
             ("port-forward svc/igan-head-svc 8265", "port-forward svc/igan-svc 8265", "no Service igan-svc"),
             ("rollout status deploy/mlflow", "rollout status deploy/mlflow-server", "no Deployment"),
+            ("ray.io/cluster=igan,ray.io/node-type=head --timeout", "ray.io/cluster=ray,ray.io/node-type=head --timeout",
+             "no RayCluster ray"),
             ("get rayjob igan-train-imagenet128", "get rayjob igan-train", "no RayJob igan-train"),
             ("-t registry.example.com/igan/igan:0.1.0 .", "-t registry.example.com/igan/igan:0.2.0 .", "the manifests run"),
             ("docker push registry.example.com/igan/igan:0.1.0", "docker push registry.example.com/igan/igan:latest",
