@@ -607,7 +607,8 @@ def launcher_env_problems(cfg: dict) -> list[str]:
             problems.append(f"{name} differs between head and worker nodes: {by_key}")
     scheme = BUCKET_SCHEMES.get(cfg.get("provider", {}).get("type"))
     for key, value in seen.get(INCEPTION_ENV, {}).items():
-        problem = _weights_location_problem(key, value, launcher_mounts(cfg), set(), buckets=(scheme,) if scheme else ())
+        buckets = (scheme,) if scheme else ()
+        problem = _weights_location_problem(key, value, launcher_mounts(cfg), set(), buckets=buckets)
         if problem:
             problems.append(problem)
     return problems

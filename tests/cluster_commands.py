@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cluster_checks import (CLUSTER, INCEPTION_ENV, LAUNCHERS, ROOT, env_value, gpu_count, k8s_docs, launcher_mounts,
-                            load_yaml, ray_cluster_specs, ray_pods, start_exports)
+                            load_yaml, pod_specs, ray_cluster_specs, ray_pods, start_exports)
 
 README = CLUSTER / "README.md"
 #: README sections whose commands run on the GPU clusters, and the path each belongs to.
@@ -474,7 +474,9 @@ def _kubectl_problems(cmd: Command, docs, weights: set[str]) -> list[str]:
     elif verb == "cp":
         source, target = args[0], args[1]
         pod_path = target.split(":", 1)[1] if ":" in target else None
-        dest = pod_path.rstrip("/") + "/" + os.path.basename(source) if pod_path and pod_path.endswith("/") else pod_path
+        dest = pod_path
+        if pod_path and pod_path.endswith("/"):
+            dest = pod_path + os.path.basename(source)
         if dest is None:
             problems.append(f"kubectl cp to {target}: not a pod path")
         elif os.path.basename(source) in {os.path.basename(w) for w in weights} and dest not in weights:
@@ -490,8 +492,8 @@ def static_problems(commands: list[Command], docs=None, launchers: dict[str, dic
     Python snippets; copies of the Inception weights land where the pods and nodes read them."""
     docs = k8s_docs() if docs is None else docs
     launchers = launcher_configs() if launchers is None else launchers
-    images = {c["image"] for _, doc in docs for spec in _pod_specs(doc) for c in spec["containers"]}
-    pod_weights = {v for _, doc in docs for spec in _pod_specs(doc) for c in spec["containers"]
+    images = {c["image"] for _, doc in docs for spec in pod_specs(doc) for c in spec["containers"]}
+    pod_weights = {v for _, doc in docs for spec in pod_specs(doc) for c in spec["containers"]
                    if (v := env_value(c, INCEPTION_ENV))}
     node_weights = {}
     for name, cfg in launchers.items():
@@ -548,12 +550,6 @@ def static_problems(commands: list[Command], docs=None, launchers: dict[str, dic
             found.append("a program this check does not know")
         problems += [f"{cmd}: {p}" for p in found]
     return problems
-
-
-def _pod_specs(doc: dict) -> list[dict]:
-    from cluster_checks import pod_specs
-
-    return pod_specs(doc)
 
 
 def _python_problems(words: list[str]) -> list[str]:

@@ -58,7 +58,8 @@ def _gpu_igan(commands) -> list[Command]:
 
 def test_split_simple_handles_the_shell_forms_the_readme_uses():
     assert split_simple("setsid ray start --head > /tmp/h.log 2>&1 &  HEAD=$!") == [["ray", "start", "--head"]]
-    assert split_simple("HEAD=$(kubectl -n igan get pod -o name)") == [["kubectl", "-n", "igan", "get", "pod", "-o", "name"]]
+    assert split_simple("HEAD=$(kubectl -n igan get pod -o name)") == [
+        ["kubectl", "-n", "igan", "get", "pod", "-o", "name"]]
     assert split_simple("ray dashboard cluster/aws.yaml &  # forwards") == [["ray", "dashboard", "cluster/aws.yaml"]]
     assert split_simple("a x; b y && c | d") == [["a", "x"], ["b", "y"], ["c"], ["d"]]
     assert split_simple("RAY_ADDRESS=x igan models") == [["igan", "models"]]
@@ -141,8 +142,8 @@ def test_parse_check_catches_unknown_flags_and_missing_arguments(readme):
 def test_placement_check_catches_the_old_tune_job_and_misfits():
     docs = k8s_docs()
     old = copy.deepcopy(docs)  # the tune RayJob as it was: no --data, no GPUs per trial
-    _tune_job(old)["spec"]["entrypoint"] = ("igan tune imagenet128 --preset imagenet128 --num-samples 16 --scheduler asha "
-                                           "--tracking-uri http://mlflow.igan.svc:5000 --json")
+    _tune_job(old)["spec"]["entrypoint"] = ("igan tune imagenet128 --preset imagenet128 --num-samples 16 "
+                                           "--scheduler asha --tracking-uri http://mlflow.igan.svc:5000 --json")
     problems = placement_problems(rayjob_commands(old), old)
     assert any("no --data" in p for p in problems) and any("without --gpus-per-trial" in p for p in problems)
     assert any("--storage None" in p for p in problems) and any("no --max-concurrent" in p for p in problems)
@@ -167,9 +168,8 @@ def test_placement_check_catches_readme_misfits(readme, commands):
              "the cluster has 32"),
             ("--workers 16 --gpus-per-worker 1 --storage s3", "--workers 16 --storage s3", "without --gpus-per-worker"),
             ("--src /mnt/shared/raw/imagenet --out s3", "--src /home/ubuntu/imagenet --out s3", "every node mounts"),
-            ("ray job submit -- igan models igan-imagenet128-generator", "ray job submit -- igan models igan-cifar10-generator",
-             "this path trains"),
-            ("igan sample models:/igan-imagenet128-generator@champion", "igan sample models:/igan-imagenet128-genny@champion",
+            ("-- igan models igan-imagenet128-generator", "-- igan models igan-cifar10-generator", "this path trains"),
+            ("sample models:/igan-imagenet128-generator@", "sample models:/igan-imagenet128-genny@",
              "not an igan model name")):
         bad = readme_commands(_replace(readme, old_text, new_text)) + rayjob_commands(docs)
         assert any(expected in p for p in placement_problems(bad, docs)), (new_text, expected)
@@ -186,10 +186,11 @@ def test_static_check_catches_wrong_names_files_ports_and_copies(readme):
             ("port-forward svc/mlflow 5000:5000", "port-forward svc/mlflow 5000:5001", "no port 5001"),
             ("port-forward svc/igan-head-svc 8265", "port-forward svc/igan-svc 8265", "no Service igan-svc"),
             ("rollout status deploy/mlflow", "rollout status deploy/mlflow-server", "no Deployment"),
-            ("ray.io/cluster=igan,ray.io/node-type=head --timeout", "ray.io/cluster=ray,ray.io/node-type=head --timeout",
+            ("cluster=igan,ray.io/node-type=head --timeout", "cluster=ray,ray.io/node-type=head --timeout",
              "no RayCluster ray"),
             ("get rayjob igan-train-imagenet128", "get rayjob igan-train", "no RayJob igan-train"),
-            ("-t registry.example.com/igan/igan:0.1.0 .", "-t registry.example.com/igan/igan:0.2.0 .", "the manifests run"),
+            ("-t registry.example.com/igan/igan:0.1.0 .", "-t registry.example.com/igan/igan:0.2.0 .",
+             "the manifests run"),
             ("docker push registry.example.com/igan/igan:0.1.0", "docker push registry.example.com/igan/igan:latest",
              "no docker build above"),
             ("$HEAD:/mnt/shared/inception/", "$HEAD:/mnt/shared/weights/", "the pods read"),
@@ -203,8 +204,8 @@ def test_static_check_catches_wrong_names_files_ports_and_copies(readme):
 
 
 def test_fixture_argv_substitutes_buckets_shared_paths_and_counts(tmp_path):
-    fx = Fixture(bucket=tmp_path / "b", shared=tmp_path / "s", tracking_uri="http://127.0.0.1:1", sets=["train.epochs=1"],
-                 work=tmp_path / "w")
+    fx = Fixture(bucket=tmp_path / "b", shared=tmp_path / "s", tracking_uri="http://127.0.0.1:1",
+                 sets=["train.epochs=1"], work=tmp_path / "w")
     argv = shlex.split("train --preset imagenet128 --data s3://igan-data/imagenet128 --workers 16 --gpus-per-worker 1 "
                        "--storage /mnt/shared/ckpt --tracking-uri http://mlflow.igan.svc:5000 --json")
     assert fixture_argv(argv, fx) == [
@@ -234,7 +235,8 @@ def site(tmp_path_factory, mlflow_server):
     import ray
 
     base = tmp_path_factory.mktemp("cluster_site")
-    fx = Fixture(bucket=base / "bucket", shared=base / "shared", tracking_uri=mlflow_server, sets=[], work=base / "work")
+    fx = Fixture(bucket=base / "bucket", shared=base / "shared", tracking_uri=mlflow_server, sets=[],
+                 work=base / "work")
     fx.work.mkdir()
     expected = make_imagenet(str(fx.shared / "raw" / "imagenet"), per_class=3, n_val=6)
     docs = k8s_docs()
