@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from igan.config import apply_overrides
-from igan.data.labeled import select_labeled
+from igan.data.feed import MemoryFeed
 from igan.data.memory import load_embedded
 from igan.layers import data_dependent_init
 from igan.loop import fit
@@ -27,16 +27,22 @@ from igan.presets import get_preset
 
 
 def run_igan(cfg, train, test):
-    trainer = fit(cfg, train)
+    trainer = fit(cfg, train)  # carves the validation hold-out out of train, as the baselines below
     return ssl_test_error(trainer.classify, test.x, test.y)
+
+
+def carved(cfg, train):
+    """``(train minus the validation hold-out, the labeled subset)``: what igan trains on."""
+    feed = MemoryFeed(train, cfg)
+    return feed.train, feed.train.subset(feed.labeled)
 
 
 def run_supervised(cfg, train, test):
     """The same D, trained with cross-entropy on the labeled subset only (same epochs' worth of steps)."""
     torch.manual_seed(cfg.train.seed)
     _, D = build_models(cfg)
-    idx = torch.from_numpy(select_labeled(train.y.numpy(), cfg.data.labels_per_class, cfg.data.label_seed, 10))
-    x, y = train.x[idx], train.y[idx]
+    train, labeled = carved(cfg, train)
+    x, y = labeled.x, labeled.y
     data_dependent_init(D, train.x[:500])
     opt = torch.optim.Adam(D.parameters(), lr=cfg.optim.lr_d, betas=(cfg.optim.beta1, cfg.optim.beta2))
     steps = cfg.train.epochs * (len(train) // cfg.data.batch_size)
@@ -54,7 +60,9 @@ def run_supervised(cfg, train, test):
 def run_label_spreading(cfg, train, test):
     from sklearn.semi_supervised import LabelSpreading
 
-    idx = select_labeled(train.y.numpy(), cfg.data.labels_per_class, cfg.data.label_seed, 10)
+    feed = MemoryFeed(train, cfg)
+    train = feed.train
+    idx = feed.labeled.numpy()
     y = np.full(len(train), -1)
     y[idx] = train.y.numpy()[idx]
     model = LabelSpreading(kernel="knn", n_neighbors=7, max_iter=100).fit(train.x.flatten(1).numpy(), y)

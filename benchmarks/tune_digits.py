@@ -1,10 +1,13 @@
-"""tune_digits: the best digits SSL test error `igan tune` finds at 50 labels within a fixed budget
-(8 trials, ASHA), against the default `digits` preset trained with the same epochs in the same run.
+"""tune_digits: the digits SSL test error of the trial `igan tune` chooses at 50 labels within a
+fixed budget (8 trials, ASHA), against the default `digits` preset trained with the same epochs in
+the same run.
 
 The search is `igan tune digits --set data.labels_per_class=5` (labels fixed at 5 per class; the
 other keys of tune_spaces/digits.py vary) with the local trial backend; the baseline is the preset
-trained by igan's plain loop on the same shards, in a Ray task beside the search. Both measure the
-EMA classifier's error on the whole digits test split (359 images). Goal: <= 4 %. Prints one JSON line.
+trained by igan's plain loop on the same shards, in a Ray task beside the search. The search
+chooses its best trial on the validation hold-out (``val_ssl_error``); the figure reported is that
+trial's EMA-classifier error on the whole digits test split (359 images), as is the baseline's.
+Goal: <= 4 %. Prints one JSON line.
 
     .venv/bin/python benchmarks/tune_digits.py [--trials 8] [--epochs 150] [--concurrent 2]
 """
@@ -41,6 +44,10 @@ def baseline_error(overrides: list[str], data_root: str, threads: int) -> dict:
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def _pct(fraction: float | None) -> float | None:
+    return None if fraction is None or fraction != fraction else round(100 * fraction, 2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=8)
@@ -75,15 +82,18 @@ def main() -> None:
     base = ray.get(base_ref)
     ray.shutdown()
     trials = summary["trials"]
+    best_test = next(t["test_ssl_error"] for t in trials if t["trial"] == summary["best_trial"])
     print(json.dumps({
         "benchmark": "tune_digits", "labels": 50, "epochs": args.epochs, "trials": args.trials,
         "scheduler": args.scheduler, "concurrent": args.concurrent,
-        "best_error_pct": round(100 * summary["best_value"], 2),
+        "best_test_error_pct": round(100 * best_test, 2),
+        "best_val_error_pct": round(100 * summary["best_value"], 2),
         "baseline_error_pct": round(100 * base["error"], 2), "goal_pct": 4.0,
-        "goal_met": summary["best_value"] <= 0.04,
+        "goal_met": best_test <= 0.04,
         "best_config": summary["best_config"],
         "trial_epochs_total": sum(int(t["epoch"] or 0) for t in trials),
-        "trials_table": [{"error_pct": round(100 * t["ssl_test_error"], 2), "epochs": t["epoch"],
+        "trials_table": [{"val_error_pct": _pct(t.get("val_ssl_error")), "test_error_pct": _pct(t.get("test_ssl_error")),
+                          "epochs": t["epoch"],
                           **{k.split(".", 1)[1]: (round(v, 6) if isinstance(v, float) else v)
                              for k, v in t.items() if k in summary["best_config"]}}
                          for t in trials],

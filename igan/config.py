@@ -44,6 +44,13 @@ class DataConfig:
                                help="labeled examples per class for semi-supervised training; "
                                     "0: none (unsupervised GAN), -1: every example labeled")
     label_seed: int = _f(0, low=0, help="seed of the balanced labeled-subset draw")
+    val_per_class: int = _f(10, low=0, high=1000000,
+                            help="validation hold-out carved out of the train split: examples per class, chosen "
+                                 "by seeded key rank, disjoint from the labeled subset (0: no hold-out)")
+    val_seed: int = _f(0, low=0, help="seed of the validation hold-out (kept apart from label_seed, so trials "
+                                      "that vary the labels are still compared on one validation set)")
+    test_split: str = _f("test", help="the shard split reported once at the end and never used to choose "
+                                      "(ImageNet: val)")
     pixel_range: str = _f("unit", choices=("unit", "symmetric", "authors"),
                           help="unit: [0,1]; symmetric: [-1,1]; authors: (x-127.5)/128")
     batch_size: int = _f(100, low=1, high=65536, help="per-worker minibatch size")
@@ -294,6 +301,9 @@ def validate(cfg: Config) -> Config:
     if cfg.techniques.semi_supervised and cfg.data.labels_per_class == 0:
         raise ConfigError("config key 'data.labels_per_class' must be -1 or >= 1 when "
                           "techniques.semi_supervised is true")
+    if not cfg.data.test_split or "/" in cfg.data.test_split or cfg.data.test_split in ("train", ".", ".."):
+        raise ConfigError(f"config key 'data.test_split' = {cfg.data.test_split!r} must name a split folder "
+                          "other than train (e.g. test, val)")
     if not cfg.model.d_widths or not cfg.model.g_widths:
         raise ConfigError("config keys 'model.d_widths' and 'model.g_widths' must be non-empty lists")
     return cfg

@@ -1,11 +1,13 @@
-"""Evaluation of a Trainer: semi-supervised test error (EMA weights), a sample-quality score
+"""Evaluation of a Trainer: semi-supervised error (EMA weights), a sample-quality score
 (Inception-v3 or a domain classifier), mode coverage on toy mixtures, and sample grids.
 
-Distributed callers generate samples on every rank, gather them, and pass them as ``samples``.
+Metrics are named by the role of what they were measured on: ``val_*`` on the validation hold-out
+(periodic evaluation, model choice), ``test_*`` on the test split (reported once, never used to
+choose). Generated samples for each role come from their own fixed seed, so a model chosen on its
+``val_`` samples is scored on fresh ones. Distributed callers generate samples on every rank,
+gather them, and pass them as ``samples``.
 """
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import torch
@@ -14,11 +16,18 @@ from igan.config import Config
 from igan.data.memory import ArraySplit
 from igan.data.pixels import to_uint8
 from igan.metrics import get_scorer, inception_score, mode_coverage, ssl_test_error
-from igan.metrics.inception_net import InceptionWeightsNotFound
 
 TOY_SETS = ("ring8", "grid25")
 INCEPTION_SETS = ("cifar10", "imagenet")
-SAMPLE_SEED_OFFSET = 104729  # evaluation samples and grids use train.seed + this: fixed noise
+ROLES = ("val", "test")
+SAMPLE_SEED_OFFSET = {"val": 104729, "test": 130363}  # samples of a role use train.seed + this: fixed noise
+
+
+def role_metrics(role: str, metrics: dict[str, float]) -> dict[str, float]:
+    """``metrics`` with every name prefixed by the role (``val_`` or ``test_``)."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}; got {role!r}")
+    return {f"{role}_{k}": v for k, v in metrics.items()}
 
 
 def scorer_kind(cfg: Config) -> str:
@@ -32,8 +41,10 @@ def scorer_kind(cfg: Config) -> str:
 
 def make_scorer(cfg: Config, train: ArraySplit | None = None, cache_dir: str | None = None):
     """The scorer for ``cfg`` or None. Domain classifiers are trained on ``train`` (real labeled
-    images in model range) once and cached; Inception weights come from a local file, and when
-    they are absent the score is skipped with a warning naming where to put them."""
+    images in model range) once and cached; Inception weights come from a file (path or URI, see
+    :mod:`igan.metrics.inception_net`), and a missing or wrong one raises
+    ``InceptionWeightsNotFound`` / ``InceptionWeightsInvalid`` (one line): a run whose score needs
+    them must not go on without it."""
     kind = scorer_kind(cfg)
     if kind == "none":
         return None
@@ -42,11 +53,19 @@ def make_scorer(cfg: Config, train: ArraySplit | None = None, cache_dir: str | N
             return None
         return get_scorer("domain", key=cfg.data.dataset, images=train.x, labels=train.y,
                           num_classes=cfg.data.num_classes, cache_dir=cache_dir)
-    try:
-        return get_scorer("inception")
-    except InceptionWeightsNotFound as exc:
-        warnings.warn(f"Inception score skipped: {exc}", stacklevel=2)
+    return get_scorer("inception")
+
+
+def require_scorer(cfg: Config) -> str | None:
+    """The local Inception weight file the scorer of ``cfg`` will load, after loading it once, or
+    None when that scorer needs no weights (``domain``, ``none``). Raises ``InceptionWeightsNotFound``
+    or ``InceptionWeightsInvalid`` (one line saying where the file goes): drivers call this before
+    starting any work, so a job never trains for days without its metric."""
+    if scorer_kind(cfg) != "inception":
         return None
+    from igan.metrics.inception_net import check_weights
+
+    return str(check_weights())
 
 
 def score_samples(samples: torch.Tensor, cfg: Config, scorer=None) -> dict[str, float]:
@@ -67,19 +86,19 @@ def score_samples(samples: torch.Tensor, cfg: Config, scorer=None) -> dict[str, 
     return out
 
 
-def evaluate(trainer, cfg: Config, test: ArraySplit | None = None, scorer=None,
-             samples: torch.Tensor | None = None) -> dict[str, float]:
-    """All metrics of the current trainer state: ``ssl_test_error`` (fraction, EMA classifier) for
-    semi-supervised runs with a test split, plus :func:`score_samples` on ``samples`` (default:
-    ``eval.num_samples`` fresh samples from a fixed seed)."""
+def evaluate(trainer, cfg: Config, data: ArraySplit | None = None, scorer=None,
+             samples: torch.Tensor | None = None, role: str = "test") -> dict[str, float]:
+    """All metrics of the current trainer state, named by ``role``: ``<role>_ssl_error`` (fraction,
+    EMA classifier) for semi-supervised runs given that role's ``data``, plus :func:`score_samples`
+    on ``samples`` (default: ``eval.num_samples`` fresh samples from the role's fixed seed)."""
     out: dict[str, float] = {}
-    if cfg.techniques.semi_supervised and test is not None and len(test):
-        out["ssl_test_error"] = ssl_test_error(trainer.classify, test.x, test.y)
+    if cfg.techniques.semi_supervised and data is not None and len(data):
+        out["ssl_error"] = ssl_test_error(trainer.classify, data.x, data.y)
     if cfg.data.dataset in TOY_SETS or scorer is not None:
         if samples is None:
-            samples = trainer.generate(cfg.eval.num_samples, seed=cfg.train.seed + SAMPLE_SEED_OFFSET)
+            samples = trainer.generate(cfg.eval.num_samples, seed=cfg.train.seed + SAMPLE_SEED_OFFSET[role])
         out.update(score_samples(samples, cfg, scorer))
-    return out
+    return role_metrics(role, out)
 
 
 def sample_grid(samples: torch.Tensor, cfg: Config, nrow: int | None = None) -> np.ndarray:

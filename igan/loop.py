@@ -9,7 +9,8 @@ from typing import Callable
 import torch
 
 from igan.config import Config
-from igan.data.memory import ArraySplit, EpochBatches
+from igan.data.feed import MemoryFeed
+from igan.data.memory import ArraySplit
 from igan.trainer import Trainer
 
 EpochCallback = Callable[[Trainer, int, dict], None]
@@ -19,15 +20,17 @@ def fit(cfg: Config, train: ArraySplit, *, trainer: Trainer | None = None, max_s
         on_epoch_end: EpochCallback | None = None, progress: bool = False) -> Trainer:
     """Train ``cfg`` on ``train`` from the trainer's current (epoch, step) to ``train.epochs``.
 
+    The validation hold-out (``data.val_per_class`` per class) is carved out of ``train`` first and
+    never trained on (:class:`~igan.data.feed.MemoryFeed`; ``MemoryFeed(train, cfg).validation`` is it).
     Resumes exactly when given a trainer restored with :meth:`Trainer.load_state_dict`: the batch
     order of an epoch depends only on ``(seed, epoch)``, so the loop skips to the saved step.
     ``max_steps`` stops after that many total steps (for tests and checkpoints mid-epoch).
     ``on_epoch_end(trainer, epoch, mean_losses)`` runs after each finished epoch.
     Returns the trainer.
     """
-    batches = EpochBatches(train, cfg)
+    batches = MemoryFeed(train, cfg)
     if trainer is None:
-        trainer = Trainer(cfg, init_batch=train.x[torch.randperm(len(train), generator=torch.Generator().manual_seed(cfg.train.seed))])
+        trainer = Trainer(cfg, init_batch=batches.init_batch())
     per_epoch = len(batches)
     start_epoch, start_batch = divmod(trainer.step, per_epoch)
     t0 = time.perf_counter()

@@ -31,7 +31,7 @@ _CIFAR_CONV = {
 PRESETS: dict[str, dict] = {
     "digits": _MNIST_MLP | {
         "data": {"dataset": "digits", "image_size": 8, "channels": 1, "num_classes": 10,
-                 "labels_per_class": 5, "pixel_range": "unit", "batch_size": 100},
+                 "labels_per_class": 5, "val_per_class": 20, "pixel_range": "unit", "batch_size": 100},
         "train": {"epochs": 150},
         "techniques": _MNIST_MLP["techniques"] | {"ema_rate": 1e-2},
         # Tuned for the 1,438-image train split (benchmarks/ssl_digits.py): less noise and a lower
@@ -42,17 +42,17 @@ PRESETS: dict[str, dict] = {
     },
     "mnist": _MNIST_MLP | {
         "data": {"dataset": "mnist", "image_size": 28, "channels": 1, "num_classes": 10,
-                 "labels_per_class": 10, "pixel_range": "unit", "batch_size": 100},
+                 "labels_per_class": 10, "val_per_class": 100, "pixel_range": "unit", "batch_size": 100},
         "train": {"epochs": 300},
         "techniques": _MNIST_MLP["techniques"] | {"ema_rate": 1e-3},
         "eval": {"every": 10, "scorer": "domain"},
     },
     "cifar10": _CIFAR_CONV | {
-        "data": _CIFAR_CONV["data"] | {"dataset": "cifar10", "labels_per_class": 400},
+        "data": _CIFAR_CONV["data"] | {"dataset": "cifar10", "labels_per_class": 400, "val_per_class": 500},
     },
     "svhn": _CIFAR_CONV | {
         "model": _CIFAR_CONV["model"] | {"d_widths": [64, 128]},
-        "data": _CIFAR_CONV["data"] | {"dataset": "svhn", "labels_per_class": 100},
+        "data": _CIFAR_CONV["data"] | {"dataset": "svhn", "labels_per_class": 100, "val_per_class": 100},
         "optim": _CIFAR_CONV["optim"] | {"decay_start_epoch": 600},
         "train": {"epochs": 900},
         "eval": {"scorer": "domain"},
@@ -67,7 +67,8 @@ PRESETS: dict[str, dict] = {
                        "vbn_reference_size": 64, "weight_norm": False, "eval_ema": False},
         "optim": {"lr_d": 4e-4, "lr_g": 4e-4, "beta1": 0.5},
         "data": {"dataset": "imagenet", "image_size": 128, "channels": 3, "num_classes": 1000,
-                 "labels_per_class": -1, "pixel_range": "symmetric", "batch_size": 64},
+                 "labels_per_class": -1, "val_per_class": 10, "test_split": "val",
+                 "pixel_range": "symmetric", "batch_size": 64},
         "train": {"epochs": 100, "checkpoint_every": 1},
         "eval": {"every": 1, "scorer": "inception"},
     },
@@ -92,7 +93,7 @@ _TOY = {
     "eval": {"every": 2, "num_samples": 2500, "scorer": "none"},
 }
 PRESETS["ring8"] = _TOY | {"data": {"dataset": "ring8", "channels": 2, "num_classes": 8, "labels_per_class": 0,
-                                    "image_size": 1, "batch_size": 100}}
+                                    "val_per_class": 0, "image_size": 1, "batch_size": 100}}
 # grid25 (benchmarks/modes_toy.py, seeds 0-4, 1 thread): G puts its samples on 1-D curves that
 # thread through the modes, and a mode off every curve stays empty. With MBD, 2 G steps per D step
 # and 30 epochs only 2 of 5 seeds reach >= 24/25 modes (the others 16-17/25). Neither 60-90 epochs,
@@ -107,7 +108,7 @@ PRESETS["ring8"] = _TOY | {"data": {"dataset": "ring8", "channels": 2, "num_clas
 # here: with R1 it costs ~50 s/epoch on one CPU thread (the penalty differentiates through its
 # pairwise distances twice) against ~5 s without.
 PRESETS["grid25"] = _TOY | {"data": {"dataset": "grid25", "channels": 2, "num_classes": 25,
-                                     "labels_per_class": 0, "image_size": 1, "batch_size": 100},
+                                     "labels_per_class": 0, "val_per_class": 0, "image_size": 1, "batch_size": 100},
                             "techniques": _TOY["techniques"] | {"minibatch_discrimination": False, "r1_gamma": 1.0},
                             "optim": _TOY["optim"] | {"g_steps": 2, "decay_start_epoch": 30},
                             "train": _TOY["train"] | {"epochs": 120}}

@@ -61,10 +61,8 @@ def run(args: argparse.Namespace) -> int:
 def build_scorer(cfg, data: str | None):
     """The scorer of ``cfg`` (see :func:`igan.evaluation.make_scorer`) or None for toy sets. A domain
     classifier needs the real train split: embedded for digits, else read from the shard root ``data``
-    (or ``cfg.data.path``). UserError when that is missing or when the Inception weights are absent."""
-    import warnings
-
-    from igan.data.memory import EMBEDDED, ArraySplit, load_embedded
+    (or ``cfg.data.path``). UserError when that is missing or when the Inception weights are absent or wrong."""
+    from igan.data.memory import EMBEDDED, load_embedded
     from igan.evaluation import make_scorer, scorer_kind
     from pipelines.errors import UserError
 
@@ -80,17 +78,18 @@ def build_scorer(cfg, data: str | None):
             if not root:
                 raise UserError(f"the {cfg.data.dataset} score uses a domain classifier trained on the real "
                                 f"train split: pass --data DIR (the shard root written by `igan shard`)")
-            from igan.data.shards import read_split
+            from igan.data.feed import domain_training_data
 
             try:
-                x, y = read_split(root, "train", pixel_range=cfg.data.pixel_range)
+                train = domain_training_data(cfg, root)
             except (OSError, ValueError, KeyError) as exc:
                 raise UserError(f"cannot read the train split under '{root}': {exc}".splitlines()[0]) from None
-            train = ArraySplit(x, y)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    from igan.metrics import InceptionWeightsInvalid, InceptionWeightsNotFound
+
+    try:
         scorer = make_scorer(cfg, train)
+    except (InceptionWeightsNotFound, InceptionWeightsInvalid) as exc:
+        raise UserError(str(exc).splitlines()[0]) from None
     if scorer is None:
-        reason = next((str(w.message) for w in caught if "Inception" in str(w.message)), "no scorer available")
-        raise UserError(reason.splitlines()[0])
+        raise UserError("no scorer available")
     return scorer

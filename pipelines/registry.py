@@ -477,7 +477,8 @@ def load_classifier(uri: str, tracking_uri: str, device: str | torch.device = "c
 
 # -- listing ------------------------------------------------------------------------------------
 
-SUMMARY_METRICS = ("ssl_test_error", "inception_score", "modes_captured", "high_quality_fraction")
+SUMMARY_METRICS = tuple(f"{role}_{name}" for role in ("val", "test")
+                        for name in ("ssl_error", "inception_score", "modes_captured", "high_quality_fraction"))
 
 
 def list_models(tracking_uri: str, name: str | None = None, with_metrics: bool = True) -> list[dict]:

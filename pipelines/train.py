@@ -98,12 +98,25 @@ def ensure_data(cfg: Config, data: str | None = None, log: Callable[[str], None]
             shard_dataset("digits", root, engine="local", log=log)
     try:
         _, manifest = split_manifest(root, "train")
-        if cfg.techniques.semi_supervised:
-            split_manifest(root, "test")
+        if cfg.techniques.semi_supervised:  # the test role: reported at the end
+            split_manifest(root, cfg.data.test_split)
     except (ManifestError, ValueError, OSError) as exc:
         raise UserError(f"no usable shards at {root}: {str(exc).splitlines()[0]}") from None
     _check_manifest(cfg, manifest, root)
     return root
+
+
+def ensure_scorer(cfg: Config, hint: str = "") -> str | None:
+    """The Inception weight file the job's score will load (None when its scorer needs none),
+    checked on the driver before any Ray work: a missing or wrong file is a UserError (one line:
+    where the file goes, then ``hint``), not a job that trains for days without its metric."""
+    from igan.evaluation import require_scorer
+    from igan.metrics import InceptionWeightsInvalid, InceptionWeightsNotFound
+
+    try:
+        return require_scorer(cfg)
+    except (InceptionWeightsNotFound, InceptionWeightsInvalid) as exc:
+        raise UserError(f"{exc}; {hint}" if hint else str(exc)) from None
 
 
 def _has_split(root: str, split: str) -> bool:
@@ -311,6 +324,7 @@ def run_training(opts: TrainOptions, log: Callable[[str], None] = print) -> dict
     storage = resolve_storage(opts.storage)
     tracking_uri = defaults.resolve_tracking_uri(opts.tracking_uri)
     cfg, name, record = _job(opts, storage)
+    ensure_scorer(cfg, hint="or train without the score: --set eval.scorer=none")
     data_root = ensure_data(cfg, opts.data or record.get("data_root"), log=log)
     if data_root is not None:
         cfg = apply_overrides(cfg, [f"data.path={data_root}"])
@@ -453,7 +467,9 @@ def run_url(tracking_uri: str, experiment_id: str | None, run_id: str | None) ->
 def print_summary(summary: dict, log: Callable[[str], None] = print) -> None:
     """The closing lines: where the results are and how to open the MLflow UI."""
     m = summary["metrics"]
-    keys = [k for k in ("ssl_test_error", "inception_score", "modes_captured", "high_quality_fraction") if k in m]
+    from pipelines.registry import SUMMARY_METRICS
+
+    keys = [k for k in SUMMARY_METRICS if k in m]
     shown = ", ".join(f"{k} {m[k]:.4g}" for k in keys)
     log(f"igan train: finished {summary['preset']} in {_clock(summary['seconds'])}: {summary['epochs']} epochs, "
         f"{summary['step']} steps{', ' + shown if shown else ''}")
@@ -466,4 +482,4 @@ def print_summary(summary: dict, log: Callable[[str], None] = print) -> None:
 
 
 __all__ = ["TrainOptions", "TrainError", "run_training", "build_config", "ensure_data", "print_summary",
-           "resolve_storage", "read_job", "latest_job", "init_ray", "JOB_FILE"]
+           "resolve_storage", "read_job", "latest_job", "init_ray", "JOB_FILE", "ensure_scorer"]

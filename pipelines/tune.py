@@ -311,7 +311,7 @@ def local_trial(config: dict, ctx: dict) -> None:
     from igan.data.feed import make_feed
     from igan.trainer import Trainer
     from pipelines.worker import (CONFIG, META, RANK_RNG, STATE, Evaluator, _rng_state, _set_rng_state,
-                                  read_checkpoint, run_epoch)
+                                  epoch_metrics, read_checkpoint, run_epoch)
     from igan.config import dump_yaml
 
     cfg, tracker, trial_id, resume_from = _open_trial(config, ctx)
@@ -320,8 +320,8 @@ def local_trial(config: dict, ctx: dict) -> None:
         torch.set_num_threads(max(1, int(ctx["cpus"])))
         device = "cuda" if ctx["gpus"] > 0 else "cpu"
         data_root = ctx["data_root"]
-        evaluator = Evaluator(cfg, data_root, 0, 1)  # first, as in the worker (RNG order)
         feed = make_feed(cfg, data_root, 0, 1)
+        evaluator = Evaluator(cfg, data_root, 0, 1, feed.validation)  # before the Trainer, as in the worker
         trainer = Trainer(cfg, init_batch=feed.init_batch(), device=device)
         done, last = 0, None
         if resume_from is not None:
@@ -341,11 +341,8 @@ def local_trial(config: dict, ctx: dict) -> None:
             if error is not None:
                 tracker.fail(f"non-finite loss in epoch {epoch + 1}: {error}")
                 raise RuntimeError(f"trial {trial_id}: non-finite loss in epoch {epoch + 1}: {error}")
-            metrics, grid = dict(losses), None
             final = epoch + 1 == cfg.train.epochs
-            if (epoch + 1) % cfg.eval.every == 0 or final:
-                scores, grid = evaluator.evaluate(trainer)
-                metrics.update(scores)
+            metrics, grid = epoch_metrics(evaluator, trainer, cfg, epoch, losses)
             tracker.log_metrics(metrics, step=epoch + 1)
             if grid is not None:
                 tracker.log_image(grid, f"samples/epoch_{epoch + 1:04d}.png")
@@ -536,7 +533,7 @@ def run_search(opts: TuneOptions, log: Callable[[str], None] = print) -> dict:
     """Run (or resume) a search; returns the summary (best trial, metric, config, model URIs, the
     results table). UserError on bad input; :class:`SearchInterrupted` when it stopped before all
     trials finished (resume it with ``--resume``)."""
-    from pipelines.train import ensure_data, init_ray
+    from pipelines.train import ensure_data, ensure_scorer, init_ray
 
     t0 = time.perf_counter()
     _validate(opts)
@@ -553,6 +550,7 @@ def run_search(opts: TuneOptions, log: Callable[[str], None] = print) -> dict:
     except ConfigError as exc:
         raise UserError(str(exc)) from None
     name = name or _new_name(search)
+    ensure_scorer(search.base)  # every trial evaluates with the base config's scorer
     data_root = ensure_data(search.base, opts.data or record.get("data_root"), log=log)
     if data_root is not None and not record:
         search.base = apply_overrides(search.base, [f"data.path={data_root}"])
@@ -696,12 +694,19 @@ def _rows(grid, search: Search) -> tuple[list[dict], list[str]]:
         status = trial.status if trial is not None else ("ERROR" if result.error else "TERMINATED")
         if status not in ("TERMINATED", "ERROR"):
             unfinished.append(tid)
-        value = m.get(search.metric)
+        value, reported = m.get(search.metric), m.get(reported_metric(search.metric))
         rows.append({"trial": tid, **{k: _plain(result.config.get(k)) for k in search.keys},
                      search.metric: float(value) if value is not None else float("nan"),
+                     reported_metric(search.metric): float(reported) if reported is not None else float("nan"),
                      "epoch": m.get("epoch"), "status": status, "run_id": m.get("mlflow_run_id"),
                      "_result": result})
     return rows, unfinished
+
+
+def reported_metric(metric: str) -> str:
+    """The test-split counterpart of a validation metric (``val_ssl_error`` -> ``test_ssl_error``):
+    shown beside it in the results, never used to rank."""
+    return "test_" + metric.removeprefix("val_")
 
 
 def _trial_id_from_path(path: str | None) -> str | None:
@@ -773,7 +778,8 @@ def _finish(parent, search: Search, grid, rows: list[dict], ctx: dict, opts: Tun
     parent.set_tags({"igan.tune.state": "finished", "igan.tune.best_trial": best["trial"],
                      "igan.tune.best_run_id": best["run_id"] or "", "igan.tune.best_config": json.dumps(varied),
                      "igan.registered_models": " ".join(model_uris.values())})
-    log(f"igan tune: best trial {best['trial']}: {search.metric} {best[search.metric]:.4g} with "
+    log(f"igan tune: best trial {best['trial']} (chosen on {search.metric}): {search.metric} "
+        f"{best[search.metric]:.4g}, {reported_metric(search.metric)} {best[reported_metric(search.metric)]:.4g}, with "
         + ", ".join(f"{k}={_fmt(v)}" for k, v in varied.items()))
     for kind, uri in model_uris.items():
         log(f"  {kind + ':':13} {uri} (alias champion)")
@@ -782,6 +788,7 @@ def _finish(parent, search: Search, grid, rows: list[dict], ctx: dict, opts: Tun
     return {
         "name": name, "space": search.space_name, "preset": search.preset, "scheduler": opts.scheduler,
         "metric": search.metric, "mode": search.mode, "best_value": best[search.metric],
+        "best_test_value": best[reported_metric(search.metric)],
         "best_trial": best["trial"], "best_run_id": best["run_id"], "best_config": varied,
         "best_full_config": best_cfg.flat(), "model_uris": model_uris, "parent_run_id": parent.run_id,
         "experiment": opts.experiment, "tracking_uri": tracking_uri, "path": f"{storage}/{name}",
@@ -801,9 +808,11 @@ def _short(key: str) -> str:
 
 def format_table(rows: list[dict], search: Search) -> str:
     """The results as an aligned text table, best first."""
-    header = ["trial"] + [_short(k) for k in search.keys] + [search.metric, "epochs", "status"]
+    reported = reported_metric(search.metric)
+    header = ["trial"] + [_short(k) for k in search.keys] + [search.metric, reported, "epochs", "status"]
     body = [[r["trial"]] + [_fmt(r[k]) for k in search.keys]
-            + [_fmt(r[search.metric]), str(r["epoch"] if r["epoch"] is not None else "-"), r["status"]]
+            + [_fmt(r[search.metric]), _fmt(r.get(reported, float("nan"))),
+               str(r["epoch"] if r["epoch"] is not None else "-"), r["status"]]
             for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
@@ -814,7 +823,7 @@ def format_table(rows: list[dict], search: Search) -> str:
 def results_csv(rows: list[dict], search: Search) -> str:
     """The results as CSV text (full config keys as column names)."""
     buf = io.StringIO()
-    cols = ["trial"] + search.keys + [search.metric, "epoch", "status", "run_id"]
+    cols = ["trial"] + search.keys + [search.metric, reported_metric(search.metric), "epoch", "status", "run_id"]
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     writer.writeheader()
     for r in rows:

@@ -23,8 +23,7 @@ from typing import Any
 import torch
 
 from igan.config import Config, dump_yaml
-from igan.data.feed import DEFAULT_MEMORY_LIMIT, decoded_bytes, load_split, make_feed
-from igan.data.memory import ArraySplit
+from igan.data.feed import EVAL_BATCH, domain_training_data, load_test_role, make_feed
 from igan.evaluation import SAMPLE_SEED_OFFSET
 from igan.trainer import NonFiniteLossError, Trainer
 
@@ -49,28 +48,30 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         torch.set_num_threads(int(loop_config["threads"]))
     cfg = Config.from_dict(loop_config["config"])
     events = Events(loop_config.get("events") if rank == 0 else None, enabled=rank == 0)
-    # The evaluator first: training a domain classifier draws from torch's global RNG, which the
-    # Trainer seeds when it is built, so the run does not depend on whether the scorer was cached.
-    evaluator = Evaluator(cfg, loop_config.get("data_root"), rank, world)
-    trainer, feed, done = build(cfg, loop_config.get("data_root"), rank, world)
+    data_root = loop_config.get("data_root")
+    feed = make_feed(cfg, data_root, rank, world)
+    # The evaluator before the Trainer: training a domain classifier draws from torch's global RNG,
+    # which the Trainer seeds when it is built, so the run does not depend on whether the scorer
+    # was cached.
+    evaluator = Evaluator(cfg, data_root, rank, world, feed.validation)
+    trainer, done = build(cfg, feed, rank, world)
     events.send("start", epochs_done=done, step=trainer.step, steps_per_epoch=len(feed), world_size=world,
                 epochs=cfg.train.epochs, nodes=node_ids(world))
     train_epochs(trainer, feed, evaluator, cfg, done, rank, world, events, loop_config)
 
 
-def build(cfg: Config, data_root: str | None, rank: int, world: int) -> tuple[Trainer, Any, int]:
-    """This rank's feed and Trainer (under DDP when ``world`` > 1), restored from Ray Train's latest
-    checkpoint when there is one. Returns ``(trainer, feed, epochs_done)``."""
+def build(cfg: Config, feed, rank: int, world: int) -> tuple[Trainer, int]:
+    """This rank's Trainer (under DDP when ``world`` > 1), initialised from ``feed`` and restored
+    from Ray Train's latest checkpoint when there is one. Returns ``(trainer, epochs_done)``."""
     import ray.train.torch
 
-    feed = make_feed(cfg, data_root, rank, world)
     device = ray.train.torch.get_device()
     trainer = Trainer(cfg, init_batch=feed.init_batch(), device=device, wrap=_wrapper(world))
     done = restore(trainer, cfg, rank)
     if done is None:
         seed_rank(trainer, cfg, rank)
         done = 0
-    return trainer, feed, done
+    return trainer, done
 
 
 def node_ids(world: int) -> list[str]:
@@ -126,10 +127,7 @@ def train_epochs(trainer: Trainer, feed, evaluator: "Evaluator", cfg: Config, do
             events.send("nonfinite", reason=error, epoch=epoch + 1, step=trainer.step)
             return
         last = epoch + 1 == cfg.train.epochs
-        metrics, grid = dict(losses), None
-        if (epoch + 1) % cfg.eval.every == 0 or last:
-            scores, grid = evaluator.evaluate(trainer)
-            metrics.update(scores)
+        metrics, grid = epoch_metrics(evaluator, trainer, cfg, epoch, losses)
         events.send("epoch", epoch=epoch + 1, step=trainer.step, metrics=metrics, grid=grid,
                     elapsed=time.perf_counter() - t0)
         if (epoch + 1) % cfg.train.checkpoint_every == 0 or last:
@@ -222,44 +220,32 @@ def maybe_hold(spec: str | None, epoch: int, poll: float = 0.2) -> None:
 
 # -- evaluation ----------------------------------------------------------------------------------
 class Evaluator:
-    """Evaluation shared by all ranks: SSL test error over the ranks' parts of the test split,
-    samples generated on every rank and scored on rank 0, a sample grid on rank 0."""
+    """Evaluation shared by all ranks, by role (:mod:`igan.evaluation`): ``val`` on the ranks' parts
+    of the feed's validation hold-out, ``test`` on their parts of ``data.test_split`` (read only when
+    the test evaluation runs, at the end); samples generated on every rank and scored on rank 0; the
+    sample grid (validation only) on rank 0."""
 
-    def __init__(self, cfg: Config, data_root: str | None, rank: int, world: int):
+    def __init__(self, cfg: Config, data_root: str | None, rank: int, world: int, validation=None):
         from igan.evaluation import TOY_SETS, make_scorer, scorer_kind
 
         self.cfg, self.rank, self.world, self.root = cfg, rank, world, data_root
-        self.test = None
-        if cfg.techniques.semi_supervised:
-            self.test = self._test_part()
+        self.data = {"val": validation.part(rank, world) if validation is not None and len(validation) else None,
+                     "test": None}
         self.wants_samples = cfg.data.dataset in TOY_SETS or scorer_kind(cfg) != "none"
         self.scorer = None
         if rank == 0 and scorer_kind(cfg) != "none":
-            train = load_split(cfg, data_root, "train") if scorer_kind(cfg) == "domain" else None
+            train = domain_training_data(cfg, data_root) if scorer_kind(cfg) == "domain" else None
             self.scorer = make_scorer(cfg, train=train)
 
-    def _test_part(self) -> ArraySplit | None:
-        """This rank's slice of the test split in memory (small splits), else None (streamed)."""
-        if self.root is not None and decoded_bytes(self.root, "test") > DEFAULT_MEMORY_LIMIT:
-            return None
-        test = load_split(self.cfg, self.root, "test")
-        return ArraySplit(test.x[self.rank::self.world], test.y[self.rank::self.world])
+    def _role_data(self, role: str):
+        if role == "test" and self.data["test"] is None and self.cfg.techniques.semi_supervised:
+            self.data["test"] = load_test_role(self.cfg, self.root, self.rank, self.world)
+        return self.data[role]
 
-    def _test_batches(self):
-        if self.test is not None:
-            for s in range(0, len(self.test), 1000):
-                yield self.test.x[s:s + 1000], self.test.y[s:s + 1000]
-            return
-        from igan.data.shards import ShardDataset
-
-        yield from ShardDataset(self.root, "test", rank=self.rank, world_size=self.world, shuffle=False,
-                                pixel_range=self.cfg.data.pixel_range, batch_size=500,
-                                decode_threads=self.cfg.data.decode_threads)
-
-    def ssl_error(self, trainer: Trainer) -> float:
-        """Test error (fraction) of the EMA classifier over the whole test split."""
+    def ssl_error(self, trainer: Trainer, data) -> float:
+        """Error (fraction) of the EMA classifier over every rank's part of ``data``."""
         wrong = total = 0
-        for x, y in self._test_batches():
+        for x, y in data.batches(EVAL_BATCH):
             wrong += int((trainer.classify(x).argmax(1) != y).sum())
             total += len(y)
         if self.world > 1:
@@ -270,12 +256,13 @@ class Evaluator:
             wrong, total = t.tolist()
         return float(wrong) / max(float(total), 1.0)
 
-    def samples(self, trainer: Trainer) -> torch.Tensor | None:
-        """``eval.num_samples`` samples generated across the ranks, gathered on rank 0 (None elsewhere)."""
+    def samples(self, trainer: Trainer, role: str) -> torch.Tensor | None:
+        """``eval.num_samples`` samples of ``role``'s seed generated across the ranks, gathered on
+        rank 0 (None elsewhere)."""
         n = self.cfg.eval.num_samples
         share = -(-n // self.world)
         mine = trainer.generate(min(share, max(0, n - self.rank * share)),
-                                seed=self.cfg.train.seed + SAMPLE_SEED_OFFSET + 7919 * self.rank)
+                                seed=self.cfg.train.seed + SAMPLE_SEED_OFFSET[role] + 7919 * self.rank)
         if self.world == 1:
             return mine
         import torch.distributed as dist
@@ -284,26 +271,42 @@ class Evaluator:
         dist.gather_object(mine, parts, dst=0)
         return torch.cat([p for p in parts if len(p)]) if self.rank == 0 else None
 
-    def evaluate(self, trainer: Trainer) -> tuple[dict[str, float], Any]:
-        """``(metrics, grid)``: metrics on every rank (scores only on rank 0), the sample grid
-        (``uint8 [H, W, 3]``) on rank 0, None elsewhere."""
-        from igan.evaluation import sample_grid, score_samples
+    def evaluate(self, trainer: Trainer, role: str = "val") -> tuple[dict[str, float], Any]:
+        """``(metrics named <role>_*, grid)``: metrics on every rank (scores only on rank 0); the
+        sample grid (``uint8 [H, W, 3]``) on rank 0 for ``val``, None otherwise."""
+        from igan.evaluation import role_metrics, sample_grid, score_samples
 
         out: dict[str, float] = {}
-        if self.cfg.techniques.semi_supervised:
-            out["ssl_test_error"] = self.ssl_error(trainer)
-        samples = self.samples(trainer) if self.wants_samples else None
+        data = self._role_data(role)
+        if self.cfg.techniques.semi_supervised and data is not None:
+            out["ssl_error"] = self.ssl_error(trainer, data)
+        samples = self.samples(trainer, role) if self.wants_samples else None
         grid = None
         if self.rank == 0:
             if samples is not None:
                 out.update(score_samples(samples, self.cfg, self.scorer))
-            if samples is not None and samples.dim() == 2:  # toy points: a scatter of all of them
+            if role == "val" and samples is not None and samples.dim() == 2:  # toy points: all of them
                 grid = sample_grid(samples, self.cfg)
-            else:
+            elif role == "val":
                 side = self.cfg.eval.grid_size
-                grid = sample_grid(trainer.generate(side * side, seed=self.cfg.train.seed + SAMPLE_SEED_OFFSET),
+                grid = sample_grid(trainer.generate(side * side, seed=self.cfg.train.seed + SAMPLE_SEED_OFFSET["val"]),
                                    self.cfg)
-        return out, grid
+        return role_metrics(role, out), grid
+
+
+def epoch_metrics(evaluator: Evaluator, trainer: Trainer, cfg: Config, epoch: int,
+                  losses: dict[str, float]) -> tuple[dict[str, float], Any]:
+    """``(metrics, grid)`` after 0-based ``epoch``: the losses, the validation metrics when an
+    evaluation is due (every ``eval.every`` epochs and the last), and the test metrics after the
+    last epoch only. A collective when the world size is above 1: every rank calls it."""
+    metrics, grid = dict(losses), None
+    last = epoch + 1 == cfg.train.epochs
+    if (epoch + 1) % cfg.eval.every == 0 or last:
+        scores, grid = evaluator.evaluate(trainer, "val")
+        metrics.update(scores)
+    if last:
+        metrics.update(evaluator.evaluate(trainer, "test")[0])
+    return metrics, grid
 
 
 # -- checkpoints ---------------------------------------------------------------------------------

@@ -98,3 +98,18 @@ def igan_home(tmp_path, monkeypatch):
     monkeypatch.setenv("IGAN_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return tmp_path / "home"
+
+
+@pytest.fixture(scope="session")
+def inception_weights_file(tmp_path_factory):
+    """A file laid out like torchvision's ``inception_v3_google-0cc3c7bd.pth`` (the state dict of
+    ``inception_v3(aux_logits=True)``, auxiliary head included), with untrained weights: the real
+    network's file format without a download (about 100 MB, written once per session)."""
+    import torch
+    from torchvision.models import inception_v3
+
+    torch.manual_seed(0)
+    net = inception_v3(weights=None, aux_logits=True, init_weights=False)
+    path = tmp_path_factory.mktemp("inception_weights") / "inception_v3_google-0cc3c7bd.pth"
+    torch.save(net.state_dict(), path)
+    return path

@@ -221,7 +221,7 @@ def _check_mlflow(tracking: str, run_id: str) -> None:
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert {m.step for m in client.get_metric_history(run_id, "loss_d")} == {1, 2, 3, 4}
-    assert {m.step for m in client.get_metric_history(run_id, "ssl_test_error")} == {2, 4}
+    assert {m.step for m in client.get_metric_history(run_id, "val_ssl_error")} == {2, 4}
     assert "checkpoint" in {f.path for f in client.list_artifacts(run_id)}
 
 
@@ -296,7 +296,7 @@ def test_node_killed_mid_run_resumes_from_checkpoint(cluster, digits, mlflow_ser
     assert meta["epochs_done"] == 4 and meta["step"] == STEPS
     _check_mlflow(mlflow_server, summary["run_id"])
     if BASELINE:  # the same config without the node loss: the same final losses (rank RNG restored too)
-        for key in ("loss_d", "loss_g", "ssl_test_error"):
+        for key in ("loss_d", "loss_g", "val_ssl_error"):
             assert summary["metrics"][key] == pytest.approx(BASELINE["metrics"][key], rel=1e-5), key
     print(f"node loss: checkpoint after {t_kill - t0:.0f}s, finished {t_done - t_kill:.0f}s after the kill")
 

@@ -32,7 +32,7 @@ def registered(mlflow_server):
         trainer = Trainer(cfg, device="cpu")
         with RunTracker(mlflow_server, EXPERIMENT, run_name=cfg.preset) as tracker:
             tracker.log_config(cfg)
-            tracker.log_metrics({"inception_score": 1.5, "ssl_test_error": 0.25}, step=1)
+            tracker.log_metrics({"val_inception_score": 1.5, "test_ssl_error": 0.25, "inception_score": 9.0}, step=1)
             uris = [registry.register_models(tracker.run_id, trainer, cfg, mlflow_server)]
             if cfg.preset == "digits":
                 uris.append(registry.register_models(tracker.run_id, {"generator": trainer.G}, cfg,
@@ -64,7 +64,7 @@ def test_versions_and_latest_alias(registered, mlflow_server):
     assert "igan-ring8-classifier" not in listed
     gen = listed["igan-digits-generator"]
     assert [(v["version"], v["aliases"]) for v in gen["versions"]] == [("2", ["latest"]), ("1", [])]
-    assert gen["versions"][0]["metrics"] == {"ssl_test_error": 0.25, "inception_score": 1.5}
+    assert gen["versions"][0]["metrics"] == {"test_ssl_error": 0.25, "val_inception_score": 1.5}
 
 
 def test_champion_alias_and_reserved_latest(registered, mlflow_server):

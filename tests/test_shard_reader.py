@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from igan.data.digits import load_digits_split
-from igan.data.labeled import select_labeled
 from igan.data.pixels import to_model_range
-from igan.data.shards import ShardDataset, labeled_subset, make_loader, read_labels, read_split, shuffle_buffer
+from igan.data.shards import ShardDataset, make_loader, read_labels, read_split, shuffle_buffer
 from pipelines.shard import shard_dataset
 
 
@@ -112,21 +111,45 @@ def test_reads_uris(roots, tmp_path):
     assert torch.equal(x0, x1) and torch.equal(x0, x2) and torch.equal(y0, y2) and len(keys) == 359
 
 
-def test_labeled_subset_is_balanced_seeded_and_layout_independent(roots):
+def test_carve_is_balanced_seeded_and_layout_independent(roots):
+    from igan.data.carve import carve_shards
+    from igan.data.holdout import HoldOutSpec, choose
+
     small, big = roots
-    x, y = labeled_subset(small, "train", per_class=5, seed=1)
+    spec = HoldOutSpec(val_per_class=3, val_seed=0, labels_per_class=5, label_seed=1, num_classes=10)
+    a = carve_shards(small, "train", spec)
+    x, y = a.labeled.decode_all()
     assert x.shape == (50, 1, 8, 8) and collections.Counter(y.tolist()) == {k: 5 for k in range(10)}
-    x2, y2 = labeled_subset(big, "train", per_class=5, seed=1)   # other shard layout, same draw
-    assert torch.equal(x, x2) and torch.equal(y, y2)
-    x3, _ = labeled_subset(small, "train", per_class=5, seed=2)
-    assert not torch.equal(x, x3)
-    images, labels = load_digits_split("train")   # keys are source indices, so the draw is reproducible
-    idx = select_labeled(labels, 5, 1, 10)
-    assert np.array_equal(x[:, 0].numpy(), images[idx]) and np.array_equal(y.numpy(), labels[idx])
+    b = carve_shards(big, "train", spec)   # other shard layout, same choice
+    assert a.validation.keys == b.validation.keys and a.labeled.keys == b.labeled.keys
+    assert torch.equal(x, b.labeled.decode_all()[0])
+    assert a.labeled.keys != carve_shards(small, "train", HoldOutSpec(3, 0, 5, 2, 10)).labeled.keys
+    images, labels = load_digits_split("train")   # keys are source indices, so the choice is reproducible
     keys, lab = read_labels(small, "train")
     assert keys == sorted(keys) and np.array_equal(lab, labels)
-    xa, ya = labeled_subset(small, "test", per_class=-1, seed=0)
-    assert xa.shape[0] == 359
+    val_idx, lab_idx = choose(keys, lab, spec)
+    assert a.validation.keys == [keys[i] for i in val_idx]
+    assert np.array_equal(x[:, 0].numpy(), images[lab_idx]) and np.array_equal(y.numpy(), labels[lab_idx])
+    assert sum(a.held_per_shard) == 30 and len(a.held_per_shard) == len(ShardDataset(small, "train").urls)
+
+
+def test_excluded_keys_are_skipped_and_counted(roots):
+    from igan.data.carve import carve_shards
+    from igan.data.holdout import HoldOutSpec
+
+    small, _ = roots
+    carved = carve_shards(small, "train", HoldOutSpec(3, 0, 0, 0, 10))
+    held = dict(exclude=carved.held_keys, excluded_per_shard=carved.held_per_shard)
+    for world in (1, 3):
+        keys = []
+        for r in range(world):
+            ds = ShardDataset(small, "train", rank=r, world_size=world, with_keys=True, split_by="sample", **held)
+            mine = [k for k, _, _ in ds]
+            assert len(mine) == ds.num_samples()
+            keys += mine
+        assert len(keys) == len(set(keys)) == 1438 - 30 and not set(keys) & carved.held_keys
+    with pytest.raises(ValueError, match="excluded_per_shard"):
+        ShardDataset(small, "train", exclude=carved.held_keys)
 
 
 def test_exactly_once_over_ray_train_workers(roots, tmp_path):

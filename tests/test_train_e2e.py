@@ -59,18 +59,20 @@ def test_digits_two_workers_end_to_end(ray_local, tmp_path, tracking, digits_dat
 
     lines: list[str] = []
     summary = run_training(_options(tmp_path, tracking, data=digits_data, overrides=TINY), log=lines.append)
-    steps = 1438 // (100 * 2)  # digits train split, per-worker batch 100, two workers
+    steps = (1438 - 10 * 20) // (100 * 2)  # digits train minus its hold-out, per-worker batch 100, two workers
     assert summary["step"] == 2 * steps and summary["workers"] == 2
-    assert 0.0 <= summary["metrics"]["ssl_test_error"] <= 1.0
-    assert summary["metrics"]["inception_score"] >= 1.0
+    assert 0.0 <= summary["metrics"]["val_ssl_error"] <= 1.0 and 0.0 <= summary["metrics"]["test_ssl_error"] <= 1.0
+    assert summary["metrics"]["val_inception_score"] >= 1.0 and summary["metrics"]["test_inception_score"] >= 1.0
     assert set(summary["model_uris"]) == {"generator", "classifier"}
     assert any(ln.startswith("epoch 2/2 step") for ln in lines)
 
     client = _client(tracking)
     run = client.get_run(summary["run_id"])
     assert run.info.status == "FINISHED" and run.data.params["preset"] == "digits"
-    for key in ("loss_d", "loss_g", "ssl_test_error", "inception_score"):
+    for key in ("loss_d", "loss_g", "val_ssl_error", "val_inception_score"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2]
+    for key in ("test_ssl_error", "test_inception_score"):  # the test split: once, at the end
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [2]
     files = _artifacts(client, run.info.run_id)
     assert {"config.yaml", "samples/epoch_0001.png", "samples/epoch_0002.png", "checkpoint/state.pt"} <= set(files)
     name = summary["model_uris"]["generator"].split("/")[1]
@@ -86,9 +88,10 @@ def test_ring8_two_workers_mode_coverage(ray_local, tmp_path, tracking):
     summary = run_training(_options(tmp_path, tracking, preset="ring8", overrides=overrides), log=lambda m: None)
     assert summary["step"] == 10 and "classifier" not in summary["model_uris"]
     m = summary["metrics"]
-    assert 0 <= m["modes_captured"] <= 8 and 0.0 <= m["high_quality_fraction"] <= 1.0
+    assert 0 <= m["val_modes_captured"] <= 8 and 0.0 <= m["val_high_quality_fraction"] <= 1.0
+    assert 0 <= m["test_modes_captured"] <= 8
     client = _client(tracking)
-    assert [x.step for x in client.get_metric_history(summary["run_id"], "modes_captured")] == [1, 2]
+    assert [x.step for x in client.get_metric_history(summary["run_id"], "val_modes_captured")] == [1, 2]
     assert "samples/epoch_0002.png" in _artifacts(client, summary["run_id"])
 
 
@@ -199,13 +202,14 @@ def _ddp_worker(rank: int, world: int, port: int, out: str, overrides: list[str]
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from igan.data.memory import EpochBatches, load_embedded
+    from igan.data.feed import MemoryFeed
+    from igan.data.memory import load_embedded
     from igan.trainer import Trainer
 
     torch.set_num_threads(1)
     cfg = apply_overrides(get_preset("digits"), ["techniques.minibatch_discrimination=true", *overrides])
     train = load_embedded(cfg, "train")
-    batch = next(EpochBatches(train, cfg).epoch(0))  # the same batch on both ranks
+    batch = next(MemoryFeed(train, cfg).epoch(0))  # the same batch on both ranks
     if world > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
         wrap = lambda m: DDP(m, broadcast_buffers=False)  # noqa: E731

@@ -45,7 +45,7 @@ def _children(client, parent_run_id: str) -> dict:
     return {r.data.tags["igan.trial_id"]: r for r in runs}
 
 
-def _history(client, run_id: str, key: str = "ssl_test_error") -> list[int]:
+def _history(client, run_id: str, key: str = "val_ssl_error") -> list[int]:
     return [m.step for m in client.get_metric_history(run_id, key)]
 
 
@@ -98,8 +98,9 @@ def test_asha_search_stopped_and_resumed(ray_local, tmp_path, tracking_server, d
     assert {p["techniques.minibatch_discrimination"] for p in params.values()} == {"True", "False"}
     assert len({p["data.labels_per_class"] for p in params.values()}) >= 2
 
-    # The champion alias points at the best trial's versions; the best is the minimum logged error.
-    final = {tid: client.get_metric_history(r.info.run_id, "ssl_test_error")[-1].value for tid, r in children.items()}
+    # The champion alias points at the best trial's versions; the best is the minimum logged
+    # validation error (the test split is reported, never used to choose).
+    final = {tid: client.get_metric_history(r.info.run_id, "val_ssl_error")[-1].value for tid, r in children.items()}
     best_tid = min(final, key=final.get)
     assert summary["best_trial"] == best_tid and summary["best_run_id"] == children[best_tid].info.run_id
     assert math.isclose(summary["best_value"], final[best_tid])
@@ -117,8 +118,8 @@ def test_asha_search_stopped_and_resumed(ray_local, tmp_path, tracking_server, d
     table = list(csv.DictReader(io.StringIO(open(client.download_artifacts(parent_id, "tune_results.csv",
                                                                            str(tmp_path))).read())))
     assert {r["trial"] for r in table} == set(children)
-    assert [f.path for f in client.list_artifacts(parent_id, "plots")] == ["plots/ssl_test_error_vs_params.png"]
-    assert "trial" in out.err and "ssl_test_error" in out.err  # the table was printed (stderr with --json)
+    assert [f.path for f in client.list_artifacts(parent_id, "plots")] == ["plots/val_ssl_error_vs_params.png"]
+    assert "trial" in out.err and "val_ssl_error" in out.err  # the table was printed (stderr with --json)
 
 
 def test_train_backend_trial(ray_local, tmp_path, tracking_server, digits_data, capsys):

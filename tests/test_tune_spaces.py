@@ -78,13 +78,13 @@ def test_semi_supervised_spaces_vary_labels_smoothing_and_mbd():
         assert {"data.labels_per_class", "techniques.real_label", "techniques.minibatch_discrimination",
                 "techniques.mbd_kernels", "techniques.mbd_dim", "optim.lr_d", "techniques.fm_layer",
                 "techniques.fm_norm"} <= keys
-        assert tune_spaces.load_space(name).METRIC == "ssl_test_error"
+        assert tune_spaces.load_space(name).METRIC == "val_ssl_error"
     assert set(tune_spaces.load_space("digits").space()["data.labels_per_class"].categories) == {2, 5, 10}
     assert set(tune_spaces.load_space("mnist").space()["data.labels_per_class"].categories) == {2, 5, 10, 20}
     assert set(tune_spaces.load_space("cifar10").space()["data.labels_per_class"].categories) == {100, 200, 400, 800}
     assert 1.0 in tune_spaces.load_space("digits").space()["techniques.real_label"].categories  # smoothing off
-    assert tune_spaces.load_space("ring8").METRIC == "modes_captured"
-    assert tune_spaces.load_space("imagenet128").METRIC == "inception_score"
+    assert tune_spaces.load_space("ring8").METRIC == "val_modes_captured"
+    assert tune_spaces.load_space("imagenet128").METRIC == "val_inception_score"
 
 
 def test_set_fixes_a_varied_key_and_checkpoints_follow_evaluations():
@@ -101,18 +101,18 @@ def test_override_text_round_trips():
 
 
 def test_label_count_changes_the_labeled_subset_deterministically():
-    from igan.data.labeled import select_labeled
+    from igan.data.holdout import HoldOutSpec, choose
 
-    y = np.repeat(np.arange(10), 30)
-    a2, b2 = select_labeled(y, 2, seed=1), select_labeled(y, 2, seed=1)
-    a5 = select_labeled(y, 5, seed=1)
-    assert np.array_equal(a2, b2) and len(a2) == 20 and len(a5) == 50
-    assert set(a2) <= set(a5)
+    y, keys = np.repeat(np.arange(10), 30), [f"{i:06d}" for i in range(300)]
+    val2, a2 = choose(keys, y, HoldOutSpec(3, 0, 2, 1, 10))
+    val5, a5 = choose(keys, y, HoldOutSpec(3, 0, 5, 1, 10))
+    assert np.array_equal(a2, choose(keys, y, HoldOutSpec(3, 0, 2, 1, 10))[1]) and len(a2) == 20 and len(a5) == 50
+    assert set(a2) <= set(a5) and np.array_equal(val2, val5)  # one validation set for every label count
 
 
 def test_space_from_a_py_file(tmp_path):
     path = tmp_path / "my_space.py"
-    path.write_text("from ray import tune\nPRESET = 'ring8'\nMETRIC, MODE = 'modes_captured', 'max'\n"
+    path.write_text("from ray import tune\nPRESET = 'ring8'\nMETRIC, MODE = 'val_modes_captured', 'max'\n"
                     "def space():\n    return {'techniques.real_label': tune.choice([1.0, 0.9])}\n")
     search, space = resolve_search(TuneOptions(space=str(path)))
     assert search.preset == "ring8" and search.keys == ["techniques.real_label"] and search.mode == "max"

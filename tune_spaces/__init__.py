@@ -3,7 +3,7 @@
 A space module names the preset it starts from and which config keys vary and how::
 
     PRESET = "digits"                 # the preset a trial's config starts from
-    METRIC, MODE = "ssl_test_error", "min"
+    METRIC, MODE = "val_ssl_error", "min"
     TIED = {"optim.lr_g": "optim.lr_d"}     # optional: keys that copy another key's value
     PBT_MUTABLE = ("optim.lr_d", ...)  # optional: keys PBT may perturb mid-training (shape-preserving)
     def space() -> dict[str, ray.tune search domain]   # keyed by dotted config keys

@@ -9,7 +9,7 @@ from ray import tune
 from tune_spaces._common import smoothing
 
 PRESET = "grid25"
-METRIC, MODE = "modes_captured", "max"
+METRIC, MODE = "val_modes_captured", "max"
 TIED = {"optim.lr_g": "optim.lr_d"}  # G's learning rate follows D's
 PBT_MUTABLE = ("optim.lr_d", "techniques.real_label", "techniques.r1_gamma")
 

@@ -4,7 +4,7 @@ from ray import tune
 from tune_spaces._common import mbd, smoothing
 
 PRESET = "imagenet128"
-METRIC, MODE = "inception_score", "max"
+METRIC, MODE = "val_inception_score", "max"
 TIED = {"optim.lr_g": "optim.lr_d"}  # G's learning rate follows D's
 PBT_MUTABLE = ("optim.lr_d", "techniques.real_label", "techniques.generator_label")
 

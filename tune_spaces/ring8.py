@@ -4,7 +4,7 @@ from ray import tune
 from tune_spaces._common import mbd, smoothing
 
 PRESET = "ring8"
-METRIC, MODE = "modes_captured", "max"
+METRIC, MODE = "val_modes_captured", "max"
 TIED = {"optim.lr_g": "optim.lr_d"}  # G's learning rate follows D's
 PBT_MUTABLE = ("optim.lr_d", "techniques.real_label")
 

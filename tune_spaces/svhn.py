@@ -4,7 +4,7 @@ from ray import tune
 from tune_spaces._common import feature_matching, mbd, smoothing
 
 PRESET = "svhn"
-METRIC, MODE = "ssl_test_error", "min"
+METRIC, MODE = "val_ssl_error", "min"
 TIED = {"optim.lr_g": "optim.lr_d"}  # G's learning rate follows D's
 PBT_MUTABLE = ("optim.lr_d", "techniques.real_label")
 

@@ -1,25 +1,31 @@
-"""Per-rank, per-epoch batch feeds for data-parallel training (one feed per Ray Train worker).
+"""Per-rank, per-epoch batch feeds for data-parallel training (one feed per Ray Train worker), and
+the evaluation splits of each role.
+
+Roles: the train split minus a validation hold-out trains; the hold-out (``data.val_per_class``
+per class, :mod:`igan.data.holdout`) is what periodic evaluation, Tune and model choice use; the
+``data.test_split`` split is scored once at the end. A feed exposes its hold-out as ``validation``.
 
 A feed yields :class:`igan.data.memory.Batch` ``(x_unl, x_unl2, x_lab, y_lab)`` for one rank of
 ``world_size``; every rank gets the same number of steps per epoch (``feed.steps_per_epoch``), so
 DDP's collectives stay in lock-step. Two kinds:
 
 :class:`MemoryFeed` (small splits, e.g. digits, MNIST, CIFAR: the decoded split fits in
-``memory_limit`` bytes). The epoch's order is the authors' batching of
-:class:`~igan.data.memory.EpochBatches`, drawn from ``[seed, epoch]`` alone: a permutation of the
-unlabeled set, a second independent permutation for the feature-matching batch, and the labeled
-subset tiled to the unlabeled size and shuffled. Global batch ``j`` is the slice ``[j*B, (j+1)*B)``
-of these; rank ``r`` takes global batches ``r, r + W, r + 2W, ...``. So the ranks together see
-every unlabeled example at most once per epoch (the last ``N mod (B*W)`` are dropped), and with
-one worker the feed equals the plain loop's batches exactly.
+``memory_limit`` bytes). The epoch's order is the authors' batching, drawn from ``[seed, epoch]``
+alone: a permutation of the unlabeled set, a second independent permutation for the
+feature-matching batch, and the labeled subset tiled to the unlabeled size and shuffled. Global
+batch ``j`` is the slice ``[j*B, (j+1)*B)`` of these; rank ``r`` takes global batches ``r, r + W,
+r + 2W, ...``. So the ranks together see every unlabeled example at most once per epoch (the last
+``N mod (B*W)`` are dropped), and with one worker the feed is the plain loop's.
 
 :class:`StreamFeed` (large splits): the unlabeled stream is the rank's part of
 :class:`~igan.data.shards.ShardDataset` (shard order and shuffle buffer from ``(seed, epoch)``),
-batched with the last partial batch dropped and cut to the smallest rank's batch count. The
-feature-matching batch ``x_unl2`` is the previous step's unlabeled batch (the first step of an
-epoch uses its own batch): an independently shuffled set of real examples at no extra read or
-decode cost. The labeled subset (:func:`~igan.data.shards.labeled_subset`) is held in memory and
-drawn per epoch, tiled and shuffled, from ``[seed, epoch, rank]``.
+minus the hold-out, batched with the last partial batch dropped and cut to the smallest rank's batch
+count. The feature-matching batch ``x_unl2`` is the previous step's unlabeled batch (the first step
+of an epoch uses its own batch): an independently shuffled set of real examples at no extra read or
+decode cost. Fully labeled presets (``labels_per_class=-1``) take the labels that stream with the
+images; a labeled subset is held in memory (it is small) and drawn per epoch, tiled and shuffled,
+from ``[seed, epoch, rank]``. Hold-out and subset come from one pass over the split
+(:func:`igan.data.carve.carve_shards`), so per-worker memory does not grow with the split.
 """
 from __future__ import annotations
 
@@ -29,14 +35,11 @@ import numpy as np
 import torch
 
 from igan.config import Config
-from igan.data.labeled import select_labeled
+from igan.data.holdout import HoldOutSpec, choose
 from igan.data.memory import ArraySplit, Batch
 
 DEFAULT_MEMORY_LIMIT = 200 * 1024 * 1024  # decoded float32 bytes under which a split is read whole
-
-
-def _labeled_per_class(cfg: Config) -> int:
-    return cfg.data.labels_per_class if cfg.techniques.semi_supervised else 0
+EVAL_BATCH = 500
 
 
 def _cap(steps: int, cfg: Config) -> int:
@@ -45,23 +48,23 @@ def _cap(steps: int, cfg: Config) -> int:
 
 
 class MemoryFeed:
-    """The authors' epoch batching over an in-memory split, restricted to one rank (module doc)."""
+    """The authors' epoch batching over an in-memory split, minus its hold-out, for one rank (module doc)."""
 
-    def __init__(self, train: ArraySplit, cfg: Config, rank: int = 0, world_size: int = 1,
-                 labeled: torch.Tensor | None = None):
+    def __init__(self, train: ArraySplit, cfg: Config, rank: int = 0, world_size: int = 1):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in 0..{world_size - 1}; got {rank}")
-        self.train, self.cfg, self.rank, self.world_size = train, cfg, rank, world_size
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.batch_size, self.seed = cfg.data.batch_size, cfg.train.seed
-        if labeled is None:
-            labeled = torch.from_numpy(select_labeled(train.y.numpy(), _labeled_per_class(cfg),
-                                                      cfg.data.label_seed, cfg.data.num_classes))
-        self.labeled = labeled
+        held, labeled = choose(train.keys, train.y.numpy(), HoldOutSpec.of(cfg))
+        keep = np.setdiff1d(np.arange(len(train)), held)
+        self.validation = train.subset(torch.from_numpy(held))
+        self.train = train.subset(torch.from_numpy(keep))
+        self.labeled = torch.from_numpy(np.searchsorted(keep, labeled))  # positions in self.train
         global_batch = self.batch_size * world_size
-        if len(train) < global_batch:
-            raise ValueError(f"the training split has {len(train)} examples, fewer than data.batch_size="
-                             f"{self.batch_size} x {world_size} workers")
-        self.steps_per_epoch = _cap(len(train) // global_batch, cfg)
+        if len(self.train) < global_batch:
+            raise ValueError(f"the training split has {len(self.train)} examples (after the validation hold-out), "
+                             f"fewer than data.batch_size={self.batch_size} x {world_size} workers")
+        self.steps_per_epoch = _cap(len(self.train) // global_batch, cfg)
 
     def __len__(self) -> int:
         return self.steps_per_epoch
@@ -100,27 +103,30 @@ def _consumer_batches(ds, consumer: int, consumers: int, batch_size: int) -> int
 
 
 class StreamFeed:
-    """The rank's part of a sharded split, streamed (module doc)."""
+    """The rank's part of a sharded split, minus its hold-out, streamed (module doc)."""
 
     def __init__(self, root: str, cfg: Config, rank: int = 0, world_size: int = 1, split: str = "train"):
-        from igan.data.shards import ShardDataset, labeled_subset
+        from igan.data.carve import carve_shards
+        from igan.data.shards import ShardDataset
 
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.batch_size, self.seed = cfg.data.batch_size, cfg.train.seed
         self.root, self.split = root, split
+        carved = carve_shards(root, split, HoldOutSpec.of(cfg), cfg.data.pixel_range)
+        self.validation = carved.validation
+        self.held = dict(exclude=carved.held_keys, excluded_per_shard=carved.held_per_shard)
         self.dataset = ShardDataset(root, split, rank=rank, world_size=world_size, shuffle=True,
                                     shuffle_buffer=cfg.data.shuffle_buffer, seed=self.seed,
                                     pixel_range=cfg.data.pixel_range, batch_size=self.batch_size,
-                                    drop_last=True, decode_threads=cfg.data.decode_threads)
+                                    drop_last=True, decode_threads=cfg.data.decode_threads, **self.held)
         self.loader_workers = cfg.data.loader_workers
         self.steps_per_epoch = _cap(self._min_batches(0), cfg)
         if self.steps_per_epoch == 0:
             raise ValueError(f"{root}/{split}: fewer examples per worker than data.batch_size={self.batch_size}")
+        self.labels_stream = cfg.techniques.semi_supervised and cfg.data.labels_per_class == -1
         self.x_lab = self.y_lab = None
-        per_class = _labeled_per_class(cfg)
-        if per_class:
-            self.x_lab, self.y_lab = labeled_subset(root, split, per_class, cfg.data.label_seed,
-                                                    cfg.data.num_classes, cfg.data.pixel_range)
+        if len(carved.labeled):
+            self.x_lab, self.y_lab = carved.labeled.decode_all()
 
     def _min_batches(self, epoch: int) -> int:
         """Batches per epoch of the slowest rank (all loader workers together)."""
@@ -138,7 +144,7 @@ class StreamFeed:
         from igan.data.shards import ShardDataset
 
         ds = ShardDataset(self.root, self.split, shuffle=True, shuffle_buffer=self.cfg.data.shuffle_buffer,
-                          seed=self.seed, pixel_range=self.cfg.data.pixel_range)
+                          seed=self.seed, pixel_range=self.cfg.data.pixel_range, **self.held)
         want, out = max(1, self.cfg.techniques.wn_init_examples), []
         for image, _ in ds:
             out.append(image)
@@ -164,7 +170,7 @@ class StreamFeed:
             self.dataset, batch_size=None, num_workers=self.loader_workers, persistent_workers=False)
         lab = self._labeled_order(epoch)
         b, prev = self.batch_size, None
-        for i, (x, _) in enumerate(loader):
+        for i, (x, y) in enumerate(loader):
             if i >= self.steps_per_epoch:
                 break
             x2 = prev if prev is not None else x
@@ -172,40 +178,96 @@ class StreamFeed:
             if i < start:
                 continue
             x_lab = y_lab = None
-            if lab is not None:
+            if self.labels_stream:
+                x_lab, y_lab = x, y
+            elif lab is not None:
                 idx = lab[i * b:(i + 1) * b]
                 x_lab, y_lab = self.x_lab[idx], self.y_lab[idx]
             yield Batch(x, x2, x_lab, y_lab)
 
 
-def decoded_bytes(root: str, split: str = "train") -> int:
-    """Bytes a split takes decoded to float32 (``num_samples * C * H * W * 4``)."""
+def _decoded_sizes(root: str, split: str) -> tuple[int, int]:
+    """``(num_samples, bytes of one sample decoded to float32)`` of a sharded split."""
     from igan.data.manifest import split_manifest
 
     _, m = split_manifest(root, split)
     h, w = m["image_size"]
-    return int(m["num_samples"]) * int(m["channels"]) * int(h) * int(w) * 4
+    return int(m["num_samples"]), int(m["channels"]) * int(h) * int(w) * 4
+
+
+def decoded_bytes(root: str, split: str = "train") -> int:
+    """Bytes a split takes decoded to float32 (``num_samples * C * H * W * 4``)."""
+    n, per_sample = _decoded_sizes(root, split)
+    return n * per_sample
 
 
 def load_split(cfg: Config, root: str | None, split: str) -> ArraySplit:
-    """A whole split in memory, in model range: the embedded toy sets (``root`` None) or a shard root."""
+    """A whole split in memory, in model range, with its keys: the embedded toy sets (``root``
+    None) or a shard root. For small splits only (see :func:`fits_in_memory`)."""
     if root is None:
         from igan.data.memory import load_embedded
 
         return load_embedded(cfg, split)
-    from igan.data.shards import read_split
+    from igan.data.shards import read_encoded
 
-    x, y = read_split(root, split, cfg.data.pixel_range)
-    return ArraySplit(x, y)
+    encoded = read_encoded(root, split, cfg.data.pixel_range)
+    x, y = encoded.decode_all()
+    return ArraySplit(x, y, encoded.keys)
+
+
+def fits_in_memory(root: str | None, split: str, memory_limit: int = DEFAULT_MEMORY_LIMIT) -> bool:
+    """Whether ``split`` is embedded (``root`` None) or decodes to at most ``memory_limit`` bytes."""
+    return root is None or decoded_bytes(root, split) <= memory_limit
+
+
+class StreamedSplit:
+    """A sharded split too large for memory, read in key-independent shard order for evaluation:
+    rank ``rank``'s part of ``world`` (the parts of all ranks cover the split once)."""
+
+    def __init__(self, root: str, split: str, cfg: Config, rank: int = 0, world: int = 1):
+        self.root, self.split, self.cfg, self.rank, self.world = root, split, cfg, rank, world
+
+    def batches(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(images [B, C, H, W] in model range, labels int64 [B])``."""
+        from igan.data.shards import ShardDataset
+
+        yield from ShardDataset(self.root, self.split, rank=self.rank, world_size=self.world, shuffle=False,
+                                pixel_range=self.cfg.data.pixel_range, batch_size=size,
+                                decode_threads=self.cfg.data.decode_threads)
+
+
+def load_test_role(cfg: Config, root: str | None, rank: int = 0, world: int = 1,
+               memory_limit: int = DEFAULT_MEMORY_LIMIT) -> ArraySplit | StreamedSplit:
+    """Rank ``rank``'s part of the test role (``data.test_split``): in memory when small, else streamed.
+    Either has ``batches(size)``."""
+    name = cfg.data.test_split if root is not None else "test"
+    if fits_in_memory(root, name, memory_limit):
+        return load_split(cfg, root, name).part(rank, world)
+    return StreamedSplit(root, name, cfg, rank, world)
+
+
+def domain_training_data(cfg: Config, root: str | None, memory_limit: int = DEFAULT_MEMORY_LIMIT) -> ArraySplit:
+    """Real labeled train images (model range) for a domain classifier: the whole train split when
+    it fits in ``memory_limit``, else a seeded class-balanced subset that does (one streaming pass)."""
+    if fits_in_memory(root, "train", memory_limit):
+        return load_split(cfg, root, "train")
+    from igan.data.carve import carve_shards
+
+    per_class = max(1, memory_limit // (_decoded_sizes(root, "train")[1] * cfg.data.num_classes))
+    spec = HoldOutSpec(0, 0, per_class, cfg.data.label_seed, cfg.data.num_classes, at_most=True)
+    subset = carve_shards(root, "train", spec, cfg.data.pixel_range).labeled
+    x, y = subset.decode_all()
+    return ArraySplit(x, y, subset.keys)
 
 
 def make_feed(cfg: Config, root: str | None, rank: int = 0, world_size: int = 1,
               memory_limit: int = DEFAULT_MEMORY_LIMIT) -> MemoryFeed | StreamFeed:
     """The feed for this rank: :class:`MemoryFeed` for the embedded toy sets (``root`` None) and for
     shard roots whose train split decodes to at most ``memory_limit`` bytes, else :class:`StreamFeed`."""
-    if root is None or decoded_bytes(root, "train") <= memory_limit:
+    if fits_in_memory(root, "train", memory_limit):
         return MemoryFeed(load_split(cfg, root, "train"), cfg, rank, world_size)
     return StreamFeed(root, cfg, rank, world_size)
 
 
-__all__ = ["MemoryFeed", "StreamFeed", "make_feed", "load_split", "decoded_bytes", "DEFAULT_MEMORY_LIMIT"]
+__all__ = ["MemoryFeed", "StreamFeed", "StreamedSplit", "make_feed", "load_split", "load_test_role",
+           "fits_in_memory", "domain_training_data", "decoded_bytes", "DEFAULT_MEMORY_LIMIT"]

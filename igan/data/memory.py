@@ -1,19 +1,12 @@
-"""In-memory splits and the authors' epoch batching for the plain training loop.
-
-Each epoch draws, from ``[seed, epoch]`` alone: a permutation of the unlabeled set, a second
-independent permutation (the feature-matching batch), and the labeled subset tiled to the
-unlabeled size and shuffled. So any (epoch, batch index) is reproducible without replaying.
-"""
+"""In-memory splits (:class:`ArraySplit`) and the embedded data sets that need no shards."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterator, NamedTuple
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
-import numpy as np
 import torch
 
 from igan.config import Config
-from igan.data.labeled import select_labeled
 from igan.data.pixels import to_model_range
 
 EMBEDDED = ("digits", "ring8", "grid25")
@@ -22,12 +15,33 @@ EMBEDDED = ("digits", "ring8", "grid25")
 @dataclass
 class ArraySplit:
     """A split held in memory: ``x`` float in model range ``[N, C, H, W]`` (toy sets ``[N, 2]``),
-    ``y`` int64 class (or mode) labels ``[N]``."""
+    ``y`` int64 class (or mode) labels ``[N]``, ``keys`` the samples' shard keys (default: the
+    index as ``%06d``, which is how ``igan shard`` keys the embedded sets)."""
     x: torch.Tensor
     y: torch.Tensor
+    keys: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            self.keys = [f"{i:06d}" for i in range(len(self.y))]
+        if len(self.keys) != len(self.y) or len(self.x) != len(self.y):
+            raise ValueError(f"ArraySplit: {len(self.x)} images, {len(self.y)} labels, {len(self.keys)} keys")
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def subset(self, index: torch.Tensor) -> "ArraySplit":
+        """The examples at ``index`` (``int64 [M]``), keys kept."""
+        return ArraySplit(self.x[index], self.y[index], [self.keys[i] for i in index.tolist()])
+
+    def part(self, rank: int, world: int) -> "ArraySplit":
+        """Rank ``rank``'s share ``[rank::world]`` (the shares of all ranks cover the split once)."""
+        return self.subset(torch.arange(rank, len(self), world))
+
+    def batches(self, size: int):
+        """``(x, y)`` chunks of at most ``size`` examples, in order."""
+        for s in range(0, len(self), size):
+            yield self.x[s:s + size], self.y[s:s + size]
 
 
 class Batch(NamedTuple):
@@ -52,37 +66,3 @@ def load_embedded(cfg: Config, split: str) -> ArraySplit:
         points, modes = load_toy_split(name, split)
         return ArraySplit(torch.from_numpy(points), torch.from_numpy(modes))
     raise ValueError(f"'{name}' is not embedded; shard it first (igan shard {name} ...) and pass its folder")
-
-
-class EpochBatches:
-    """Deterministic per-epoch batches over an :class:`ArraySplit` (drop-last)."""
-
-    def __init__(self, train: ArraySplit, cfg: Config):
-        self.train, self.batch_size, self.seed = train, cfg.data.batch_size, cfg.train.seed
-        per_class = cfg.data.labels_per_class if cfg.techniques.semi_supervised else 0
-        self.labeled = torch.from_numpy(select_labeled(train.y.numpy(), per_class, cfg.data.label_seed,
-                                                       cfg.data.num_classes))
-        if len(train) < self.batch_size:
-            raise ValueError(f"the training split has {len(train)} examples, fewer than data.batch_size={self.batch_size}")
-        cap = cfg.train.steps_per_epoch
-        self.num_batches = len(train) // self.batch_size if cap == 0 else min(cap, len(train) // self.batch_size)
-
-    def __len__(self) -> int:
-        return self.num_batches
-
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
-        """Batches ``start..len-1`` of ``epoch``."""
-        rng = np.random.default_rng([self.seed, epoch])
-        n, b = len(self.train), self.batch_size
-        perm, perm2 = torch.from_numpy(rng.permutation(n)), torch.from_numpy(rng.permutation(n))
-        lab = None
-        if len(self.labeled):
-            reps = -(-n // len(self.labeled))
-            tiled = self.labeled.repeat(reps)
-            lab = tiled[torch.from_numpy(rng.permutation(len(tiled)))]
-        for i in range(start, self.num_batches):
-            sl = slice(i * b, (i + 1) * b)
-            x_lab = y_lab = None
-            if lab is not None:
-                x_lab, y_lab = self.train.x[lab[sl]], self.train.y[lab[sl]]
-            yield Batch(self.train.x[perm[sl]], self.train.x[perm2[sl]], x_lab, y_lab)

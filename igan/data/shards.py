@@ -34,13 +34,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from igan.data.carve import EncodedSplit, image_bytes
+from igan.data.holdout import Picked
 from igan.data.decoding import BatchDecoder, decode_image
 from igan.data.manifest import split_manifest
 from igan.data.pixels import to_model_range
 from igan.data.storage import open_read
 
 SPLIT_MODES = ("auto", "shard", "sample")
-READ_SPLIT_THREADS = 2
 
 
 def iter_tar(url: str, select: str | None = None) -> Iterator[dict]:
@@ -116,13 +117,6 @@ def _ustar_members(raw: bytes, url: str, keep) -> list[tuple[str, bytes]] | None
     return out
 
 
-def _image_bytes(sample: dict) -> bytes:
-    for ext in ("png", "jpg", "jpeg"):
-        if ext in sample:
-            return sample[ext]
-    raise ValueError(f"sample {sample.get('__key__')} in {sample.get('__url__')} has no png/jpg image")
-
-
 def shard_order(num_shards: int, seed: int, epoch: int, shuffle: bool = True) -> list[int]:
     """Indices of the shards in the order read in ``epoch``: a permutation drawn from
     ``(seed, epoch)`` (identity when ``shuffle`` is false)."""
@@ -142,13 +136,17 @@ class ShardDataset(IterableDataset):
     ``with_keys`` yields ``(key, image, label)`` (samples only). ``batch_size`` yields batches
     ``(images [B, C, H, W], labels int64 [B])`` instead of samples, ``drop_last`` drops a short
     last one, ``decode_threads`` and ``prefetch`` (batches decoding ahead) as in the module doc.
+    ``exclude``: keys never yielded (the validation hold-out of a train split), with
+    ``excluded_per_shard`` how many of them each shard holds, so counts stay exact; positions for
+    ``split_by="sample"`` count only the samples that remain.
     """
 
     def __init__(self, root: str, split: str = "train", *, rank: int = 0, world_size: int = 1,
                  shuffle: bool = True, shuffle_buffer: int = 2000, seed: int = 0, epoch: int = 0,
                  pixel_range: str | None = None, split_by: str = "auto", with_keys: bool = False,
                  batch_size: int | None = None, drop_last: bool = False, decode_threads: int = 1,
-                 prefetch: int = 2):
+                 prefetch: int = 2, exclude: frozenset[str] = frozenset(),
+                 excluded_per_shard: list[int] | None = None):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in 0..{world_size - 1}; got {rank}")
         if batch_size is not None and batch_size < 1:
@@ -160,6 +158,13 @@ class ShardDataset(IterableDataset):
         folder, self.manifest = split_manifest(root, split)
         self.urls = [folder.url_of(s["name"]) for s in self.manifest["shards"]]
         self.counts = [s["num_samples"] for s in self.manifest["shards"]]
+        if excluded_per_shard is not None:
+            if len(excluded_per_shard) != len(self.counts) or sum(excluded_per_shard) != len(exclude):
+                raise ValueError("excluded_per_shard must give, per shard, how many keys of exclude it holds")
+            self.counts = [c - e for c, e in zip(self.counts, excluded_per_shard)]
+        elif exclude:
+            raise ValueError("exclude needs excluded_per_shard (the per-shard counts of excluded keys)")
+        self.exclude = exclude
         self.root, self.split, self.rank, self.world_size = root, split, rank, world_size
         self.shuffle, self.shuffle_buffer, self.seed, self.epoch = shuffle, shuffle_buffer, seed, epoch
         self.pixel_range, self.split_by, self.with_keys = pixel_range, split_by, with_keys
@@ -209,6 +214,8 @@ class ShardDataset(IterableDataset):
         position = 0
         for i in shards:
             for sample in iter_tar(self.urls[i]):
+                if sample["__key__"] in self.exclude:
+                    continue
                 if mod == 1 or position % mod == rem:
                     yield sample
                 position += 1
@@ -223,7 +230,7 @@ class ShardDataset(IterableDataset):
             yield from self._batches(stream)
             return
         for sample in stream:
-            image = decode_image(_image_bytes(sample), self.channels)
+            image = decode_image(image_bytes(sample), self.channels)
             if self.pixel_range is not None:
                 image = to_model_range(image, self.pixel_range)
             label = torch.tensor(int(sample["cls"]), dtype=torch.int64)
@@ -237,7 +244,7 @@ class ShardDataset(IterableDataset):
             for chunk in _chunks(stream, self.batch_size):
                 if self.drop_last and len(chunk) < self.batch_size:
                     break
-                handle = decoder.submit([_image_bytes(s) for s in chunk], [s["__key__"] for s in chunk])
+                handle = decoder.submit([image_bytes(s) for s in chunk], [s["__key__"] for s in chunk])
                 pending.append((handle, torch.tensor([int(s["cls"]) for s in chunk], dtype=torch.int64)))
                 if len(pending) > self.prefetch:
                     yield self._finish(*pending.popleft())
@@ -301,30 +308,25 @@ def make_loader(root: str, split: str = "train", *, batch_size: int, rank: int =
     return DataLoader(ds, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, persistent_workers=False)
 
 
+def read_encoded(root: str, split: str, pixel_range: str | None = None,
+                 keys: set[str] | None = None) -> EncodedSplit:
+    """The whole split (or only the samples whose key is in ``keys``) as encoded images sorted by
+    key, decoded on demand to ``pixel_range`` (None: ``uint8``)."""
+    folder, manifest = split_manifest(root, split)
+    found = [Picked(sample["__key__"], int(sample["cls"]), image_bytes(sample))
+             for s in manifest["shards"] for sample in iter_tar(folder.url_of(s["name"]))
+             if keys is None or sample["__key__"] in keys]
+    found.sort(key=lambda p: p.key)
+    h, w = manifest["image_size"]
+    return EncodedSplit(found, int(manifest["channels"]), h, w, pixel_range)
+
+
 def read_split(root: str, split: str, pixel_range: str | None = None,
                keys: set[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole split (or only the samples whose key is in ``keys``) in memory, sorted by key:
     images ``uint8 [N, C, H, W]`` (or float in ``pixel_range``) and labels ``int64 [N]``.
-    For small sets (digits, test splits, labeled subsets)."""
-    folder, manifest = split_manifest(root, split)
-    channels = int(manifest["channels"])
-    h, w = manifest["image_size"]
-    found: list[tuple[str, bytes, int]] = []
-    for s in manifest["shards"]:
-        for sample in iter_tar(folder.url_of(s["name"])):
-            if keys is None or sample["__key__"] in keys:
-                found.append((sample["__key__"], _image_bytes(sample), int(sample["cls"])))
-    found.sort(key=lambda t: t[0])
-    decoder = BatchDecoder(channels, h, w, threads=READ_SPLIT_THREADS)
-    try:
-        images = decoder.decode([t[1] for t in found], [t[0] for t in found])
-    finally:
-        decoder.close()
-    labels = torch.tensor([t[2] for t in found], dtype=torch.int64)
-    images = images.contiguous()  # held in memory and sliced often: the plain layout
-    if pixel_range is not None:
-        images = to_model_range(images, pixel_range)
-    return images, labels
+    For small sets (digits, test splits)."""
+    return read_encoded(root, split, pixel_range, keys).decode_all()
 
 
 def read_labels(root: str, split: str) -> tuple[list[str], np.ndarray]:
@@ -336,21 +338,5 @@ def read_labels(root: str, split: str) -> tuple[list[str], np.ndarray]:
     return [k for k, _ in pairs], np.array([y for _, y in pairs], dtype=np.int64)
 
 
-def labeled_subset(root: str, split: str, per_class: int, seed: int, num_classes: int | None = None,
-                   pixel_range: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The semi-supervised labeled subset of a split: ``per_class`` samples of every class drawn with
-    ``seed`` by :func:`igan.data.labeled.select_labeled` over the samples sorted by key (so the draw
-    does not depend on shard order or count). Returns images ``uint8 [K*per_class, C, H, W]`` (or
-    float in ``pixel_range``) and labels ``int64``, sorted by key. ``per_class=-1``: the whole split."""
-    from igan.data.labeled import select_labeled
-
-    keys, labels = read_labels(root, split)
-    if num_classes is None:
-        _, manifest = split_manifest(root, split)
-        num_classes = int(manifest["num_classes"])
-    chosen = select_labeled(labels, per_class, seed, num_classes)
-    return read_split(root, split, pixel_range, keys={keys[i] for i in chosen})
-
-
-__all__ = ["ShardDataset", "make_loader", "read_split", "read_labels", "labeled_subset", "iter_tar",
+__all__ = ["ShardDataset", "make_loader", "read_split", "read_encoded", "read_labels", "iter_tar",
            "decode_image", "shard_order", "shuffle_buffer"]

@@ -24,8 +24,8 @@ from igan.metrics.ssl_error import ssl_test_error
 __all__ = [
     "inception_score", "mode_coverage", "frechet_distance", "fid_from_features", "feature_statistics",
     "ssl_test_error", "Scorer", "register_scorer", "get_scorer", "scorer_names",
-    "InceptionScorer", "InceptionWeightsNotFound", "DomainClassifier", "train_domain_classifier",
-    "load_or_train_domain_classifier",
+    "InceptionScorer", "InceptionWeightsNotFound", "InceptionWeightsInvalid", "DomainClassifier",
+    "train_domain_classifier", "load_or_train_domain_classifier",
 ]
 
 
@@ -90,6 +90,7 @@ def _domain(key: str, images, labels, num_classes: int, cache_dir=None, device="
 
 _LAZY = {
     "InceptionScorer": "inception_net", "InceptionWeightsNotFound": "inception_net",
+    "InceptionWeightsInvalid": "inception_net",
     "DomainClassifier": "domain_classifier", "train_domain_classifier": "domain_classifier",
     "load_or_train_domain_classifier": "domain_classifier",
 }
