@@ -482,10 +482,27 @@ LAUNCHER_COMMAND_KEYS = ("initialization_commands", "setup_commands", "head_setu
 
 
 def inception_weight_file() -> str:
-    """The file name of the 2015-12-05 Inception graph's weights, as igan looks for it."""
-    from igan.metrics.inception_net import WEIGHT_FILES  # torch: imported only when a check runs
+    """The weight file that ``igan train`` and ``igan tune`` check before they start (the default
+    kind of ``igan.metrics.inception_net.check_weights``)."""
+    import inspect
 
-    return WEIGHT_FILES["tf2015"]
+    from igan.metrics.inception_net import WEIGHT_FILES, check_weights  # torch: only when a check runs
+
+    return WEIGHT_FILES[inspect.signature(check_weights).parameters["kind"].default]
+
+
+def weight_file_names() -> set[str]:
+    """The file names of every Inception-v3 kind igan loads."""
+    from igan.metrics.inception_net import WEIGHT_FILES
+
+    return set(WEIGHT_FILES.values())
+
+
+def weights_reach(target: str, values: set[str]) -> bool:
+    """Whether a weight file copied to ``target`` is what an IGAN_INCEPTION_WEIGHTS of ``values``
+    names: the file itself, or a file in the folder (a value ending in ``/``)."""
+    folder = target.rsplit("/", 1)[0] + "/"
+    return any(target == v or (v.endswith("/") and folder == v) for v in values)
 
 
 def env_value(container: dict, name: str) -> str | None:
@@ -503,7 +520,8 @@ def ray_pods(spec: dict) -> list[tuple[str, dict]]:
 
 
 def image_files(dockerfile: str) -> set[str]:
-    """Absolute paths of the files that uncommented ``COPY`` lines without ``--from`` put into the image."""
+    """Absolute paths that uncommented ``COPY`` lines without ``--from`` put into the image: a
+    folder source (``src/``) as its destination folder, a file as ``dest/<name>`` or ``dest``."""
     out = set()
     for line in dockerfile.splitlines():
         words = line.split()
@@ -513,21 +531,27 @@ def image_files(dockerfile: str) -> set[str]:
         if not dest.startswith("/"):
             continue  # relative to WORKDIR: build inputs, not runtime files
         for src in sources:
-            out.add(dest.rstrip("/") + "/" + src.rsplit("/", 1)[-1] if dest.endswith("/") else dest)
+            if src.endswith("/") or not dest.endswith("/"):
+                out.add(dest)
+            else:
+                out.add(dest + src.rsplit("/", 1)[-1])
     return out
 
 
 def _weights_location_problem(where: str, value: str, mounts: set[str], baked: set[str], buckets=("s3://", "gs://")):
-    """Why ``value`` cannot be the weights file for a process that sees ``mounts`` and the image's
-    ``baked`` files, or None."""
+    """Why IGAN_INCEPTION_WEIGHTS=``value`` cannot give the weights to a process that sees
+    ``mounts`` and the image's ``baked`` paths, or None. The value is a folder (ending in ``/``)
+    or the file igan train checks; it lies in one of ``buckets``, on a mount or in the image."""
     name = inception_weight_file()
-    if value.rsplit("/", 1)[-1] != name:
-        return f"{where}: {INCEPTION_ENV}={value} does not name the file {name}"
+    if not value.endswith("/") and value.rsplit("/", 1)[-1] != name:
+        return f"{where}: {INCEPTION_ENV}={value} is neither a folder (ending in /) nor {name}, the file igan train checks"
     if value.startswith(tuple(buckets)):
         return None
     if "://" in value:
         return f"{where}: {INCEPTION_ENV}={value}: not a bucket URI ({', '.join(buckets)}) or a path"
-    if value in baked or any(value.startswith(m.rstrip("/") + "/") for m in mounts):
+    path = value.rstrip("/")
+    if any(path == b.rstrip("/") or path.startswith(b.rstrip("/") + "/") for b in baked) \
+            or any(path.startswith(m.rstrip("/") + "/") for m in mounts):
         return None
     return f"{where}: {INCEPTION_ENV}={value} is neither on a mounted volume {sorted(mounts)} nor in the image"
 

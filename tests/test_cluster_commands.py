@@ -7,10 +7,9 @@
 * at fixture scale (slow): the GPU paths' ``igan shard`` -> ``train`` -> ``tune`` -> ``models`` /
   ``sample`` commands run on this machine, as written except for what fixture_argv substitutes
   (buckets and /mnt/shared become local folders, GPU and node counts tiny CPU values, tiny
-  widths and epochs through ``--set``), on an ILSVRC-shaped ImageNet tree from fixtures_formats.py.
-  The imagenet128 chain xfails on exactly one error, the missing 'test' split, until the
-  split-roles change lands (IMAGENET_SPLITS); the same commands with the preset and data set
-  replaced by ``digits`` run today.
+  widths and epochs through ``--set``), on an ILSVRC-shaped ImageNet tree from fixtures_formats.py,
+  with Inception weights where the pods' IGAN_INCEPTION_WEIGHTS points; and the same commands
+  with the preset and data set replaced by ``digits``.
 
 The multi-node section's commands are run by tests/test_multinode.py; this module checks that
 its command line covers theirs.
@@ -32,10 +31,6 @@ from cluster_commands import (README, Command, Fixture, all_commands, fixture_ar
                               static_problems)
 from fixtures_formats import make_imagenet
 
-#: The one known failure of the imagenet128 chain, and why: the test xfails on exactly this error.
-IMAGENET_SPLITS = ("needs the train/val/test split roles (in progress elsewhere): igan train --preset imagenet128 "
-                   "looks for a 'test' split, and ImageNet shards have train and val")
-IMAGENET_SPLITS_ERROR = re.compile(r"no split 'test' under")
 STAGES = ("shard", "train", "tune", "models", "sample")
 
 
@@ -218,10 +213,10 @@ def test_fixture_argv_substitutes_buckets_shared_paths_and_counts(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # the chain at fixture scale
 
-TINY_IMAGENET = ["data.num_classes=3", "data.batch_size=4", "model.d_widths=[4,4,4,4,8]", "model.g_widths=[8,4,4,4,4]",
-                 "techniques.mbd_kernels=5", "techniques.mbd_dim=3", "techniques.vbn_reference_size=3",
-                 "train.epochs=2", "train.steps_per_epoch=2", "eval.every=1", "eval.num_samples=10", "eval.splits=2",
-                 "eval.grid_size=2"]
+TINY_IMAGENET = ["data.num_classes=3", "data.val_per_class=1", "data.batch_size=4", "model.d_widths=[4,4,4,4,8]",
+                 "model.g_widths=[8,4,4,4,4]", "techniques.mbd_kernels=5", "techniques.mbd_dim=3",
+                 "techniques.vbn_reference_size=3", "train.epochs=2", "train.steps_per_epoch=2", "eval.every=1",
+                 "eval.num_samples=10", "eval.splits=2", "eval.grid_size=2"]
 TINY_DIGITS = ["eval.scorer=none", "train.epochs=2", "train.steps_per_epoch=3", "eval.every=1", "eval.grid_size=4",
                "model.d_widths=[32,16]", "model.g_widths=[32]", "techniques.wn_init_examples=100"]
 
@@ -230,17 +225,14 @@ TINY_DIGITS = ["eval.scorer=none", "train.epochs=2", "train.steps_per_epoch=3", 
 def site(tmp_path_factory, mlflow_server):
     """This machine as a cluster: a folder for the buckets, one for /mnt/shared holding the raw
     ImageNet tree, the MLflow server, and the environment every Ray node gets on a cluster
-    (MLFLOW_TRACKING_URI, IGAN_INCEPTION_WEIGHTS at the manifests' path moved under the shared
-    folder), set before a local Ray starts so its workers inherit it."""
-    import ray
-
+    (MLFLOW_TRACKING_URI, IGAN_INCEPTION_WEIGHTS at the manifests' folder moved under the shared
+    folder). Set here, before local_ray starts a Ray, so its workers inherit it."""
     base = tmp_path_factory.mktemp("cluster_site")
     fx = Fixture(bucket=base / "bucket", shared=base / "shared", tracking_uri=mlflow_server, sets=[],
                  work=base / "work")
     fx.work.mkdir()
     expected = make_imagenet(str(fx.shared / "raw" / "imagenet"), per_class=3, n_val=6)
-    docs = k8s_docs()
-    _, spec = ray_cluster_specs(docs)[0]
+    _, spec = ray_cluster_specs(k8s_docs())[0]
     weights = env_value(ray_pods(spec)[0][1]["containers"][0], INCEPTION_ENV)
     weights_local = fixture_argv([weights], fx)[0]
     env = {"IGAN_HOME": str(base / "home"), "MLFLOW_TRACKING_URI": mlflow_server, INCEPTION_ENV: weights_local,
@@ -249,15 +241,26 @@ def site(tmp_path_factory, mlflow_server):
     for key, value in env.items():
         mp.setenv(key, value)
     mp.delenv("RAY_ADDRESS", raising=False)
+    try:
+        yield {"fx": fx, "expected": expected, "weights": weights_local}
+    finally:
+        mp.undo()
+
+
+@contextlib.contextmanager
+def local_ray():
+    """A local 2-CPU Ray for one chain, shut down after it: what one chain leaves in Ray (a
+    placement group a finished tune trial still holds) cannot starve the next."""
+    import ray
+
     started = not ray.is_initialized()
     if started:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        yield {"fx": fx, "expected": expected, "weights": weights_local}
+        yield
     finally:
         if started:
             ray.shutdown()
-        mp.undo()
 
 
 def _distinct_stage_commands(commands) -> dict[str, list[Command]]:
@@ -305,23 +308,18 @@ def _last_json(text: str) -> dict:
     raise AssertionError(f"no JSON line in:\n{text[-3000:]}")
 
 
-def _run(cmd: Command, argv: list[str], capsys, known: dict | None = None) -> str:
-    """Run ``igan ARGV`` in this process; its stdout. Fails with the cluster command and its stderr,
-    or xfails when the stderr matches a pattern of ``known`` (pattern -> reason)."""
+def _run(cmd: Command, argv: list[str], capsys) -> str:
+    """Run ``igan ARGV`` in this process; its stdout. Fails with the cluster command and its stderr."""
     from pipelines.cli import main
 
     capsys.readouterr()
     rc = main(argv)
     out = capsys.readouterr()
-    if rc != 0:
-        for pattern, reason in (known or {}).items():
-            if pattern.search(out.err):
-                pytest.xfail(reason)
     assert rc == 0, f"{cmd}\nran as: igan {shlex.join(argv)}\nexit {rc}:\n{out.err[-4000:]}"
     return out.out
 
 
-def _chain(commands, fx: Fixture, capsys, stages, transform=lambda a: a, known: dict | None = None) -> dict:
+def _chain(commands, fx: Fixture, capsys, stages, transform=lambda a: a) -> dict:
     """Run each stage's commands (fixture_argv, then ``transform``); the last JSON line of each stage."""
     results = {}
     for stage in stages:
@@ -329,7 +327,7 @@ def _chain(commands, fx: Fixture, capsys, stages, transform=lambda a: a, known: 
             argv = transform(fixture_argv(igan_argv(cmd), fx))
             if stage == "sample":
                 argv.append("--json")
-            results[stage] = _last_json(_run(cmd, argv, capsys, known))
+            results[stage] = _last_json(_run(cmd, argv, capsys))
     return results
 
 
@@ -353,7 +351,7 @@ def imagenet_shards(site, commands):
     (cmd,) = _distinct_stage_commands(commands)["shard"]
     argv = fixture_argv(igan_argv(cmd), site["fx"]) + ["--no-progress"]
     out = io.StringIO()  # capsys is per test; this fixture serves the module
-    with contextlib.redirect_stdout(out):
+    with local_ray(), contextlib.redirect_stdout(out):
         rc = main(argv)
     assert rc == 0, f"{cmd}\nran as: igan {shlex.join(argv)}\n{out.getvalue()[-3000:]}"
     return _last_json(out.getvalue())
@@ -373,29 +371,27 @@ def test_shard_command_on_an_ilsvrc_tree(site, imagenet_shards):
 
 
 @pytest.mark.slow
-def test_imagenet128_train_tune_lookup_chain(site, imagenet_shards, commands, capsys, mlflow_server):
-    """xfails while igan train stops with the missing-'test'-split error (IMAGENET_SPLITS); any
-    other failure fails, and once the split roles land the chain must pass."""
-    import torch
+def test_imagenet128_train_tune_lookup_chain(site, imagenet_shards, commands, capsys, mlflow_server,
+                                             inception_weights_file):
+    """The GPU paths' train, tune and look-up commands for imagenet128 on the ILSVRC-shaped shards."""
     from mlflow import MlflowClient
 
-    from igan.metrics.inception_net import build_inception
-
-    # Random weights of the 2015 graph where the pods' IGAN_INCEPTION_WEIGHTS points (moved under
-    # the shared folder): the Inception score runs, its value is meaningless.
-    weights = site["weights"]
-    assert os.path.basename(weights) == inception_weight_file()
-    if not os.path.exists(weights):
-        os.makedirs(os.path.dirname(weights), exist_ok=True)
-        torch.manual_seed(0)
-        torch.save(build_inception("tf2015").state_dict(), weights)
+    # Untrained weights in torchvision's file layout, in the folder the pods' IGAN_INCEPTION_WEIGHTS
+    # names (moved under the shared folder): the Inception score runs, its value is meaningless.
+    folder = site["weights"]
+    os.makedirs(folder, exist_ok=True)
+    target = os.path.join(folder, inception_weight_file())
+    if not os.path.exists(target):
+        os.symlink(inception_weights_file, target)
     fx = copy.copy(site["fx"])
     fx.sets = TINY_IMAGENET
-    results = _chain(commands, fx, capsys, ("train", "tune", "models", "sample"),
-                     known={IMAGENET_SPLITS_ERROR: IMAGENET_SPLITS})
+    with local_ray():
+        results = _chain(commands, fx, capsys, ("train", "tune", "models", "sample"))
     client = MlflowClient(tracking_uri=mlflow_server)
     run = client.get_run(results["train"]["run_id"])
     assert run.info.status == "FINISHED" and run.data.params["data.dataset"] == "imagenet"
+    # the workers found the weights through IGAN_INCEPTION_WEIGHTS: the score was computed
+    assert "val_inception_score" in run.data.metrics and results["tune"]["metric"] == "val_inception_score"
     _check_lookups(results, "imagenet128", client)
 
 
@@ -407,8 +403,9 @@ def test_digits_shard_train_tune_lookup_chain(site, commands, capsys, mlflow_ser
 
     fx = copy.copy(site["fx"])
     fx.sets = TINY_DIGITS
-    fx.scale = dict(fx.scale, **{"--samples-per-shard": "512", "--num-samples": "1"})
-    results = _chain(commands, fx, capsys, STAGES, transform=_to_digits)
+    fx.scale = dict(fx.scale, **{"--samples-per-shard": "512"})
+    with local_ray():
+        results = _chain(commands, fx, capsys, STAGES, transform=_to_digits)
     assert set(results["shard"]["splits"]) >= {"train", "test"}
     client = MlflowClient(tracking_uri=mlflow_server)
     run = client.get_run(results["train"]["run_id"])

@@ -147,7 +147,7 @@ def test_checks_catch_broken_manifests(docs):
 # ---------------------------------------------------------------------------------------------
 # Inception weights on every Ray process; shell and build context
 
-WEIGHTS_ON_SHARED = "/mnt/shared/inception/pt_inception-2015-12-05-6726825d.pth"
+WEIGHTS_ON_SHARED = "/mnt/shared/inception/"
 
 
 def test_every_ray_pod_and_submitter_gets_inception_weights(docs):
@@ -190,26 +190,28 @@ def test_checks_catch_missing_or_misplaced_inception_weights(docs):
     head = bad[i][1]["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
     for env in head["env"]:
         if env["name"] == INCEPTION_ENV:
-            env["value"] = "s3://igan-data/inception/pt_inception-2015-12-05-6726825d.pth"
+            env["value"] = "s3://igan-data/inception/"
     assert any("differs" in p for p in inception_env_problems(bad))
 
     bad = copy.deepcopy(docs)  # a submitter without the template, and a path no Ray pod mounts
     del bad[_find(bad, "RayJob", "igan-tune-imagenet128")][1]["spec"]["submitterPodTemplate"]
-    _set_weights(bad, "/data/inception/pt_inception-2015-12-05-6726825d.pth")
+    _set_weights(bad, "/data/inception/")
     problems = inception_env_problems(bad)
     assert any("submitterPodTemplate" in p for p in problems) and any("mounted volume" in p for p in problems)
 
-    bad = copy.deepcopy(docs)  # a path in the image passes only when the Dockerfile copies the file there
-    _set_weights(bad, "/opt/igan/inception/pt_inception-2015-12-05-6726825d.pth")
+    bad = copy.deepcopy(docs)  # a path in the image passes only when the Dockerfile copies the files there
+    _set_weights(bad, "/opt/igan/inception/")
     dockerfile = DOCKERFILE.read_text()
     uncommented = dockerfile.replace("# COPY inception/", "COPY inception/")
     assert uncommented != dockerfile
     assert any("nor in the image" in p for p in inception_env_problems(bad, dockerfile))
     assert inception_env_problems(bad, uncommented) == []
 
-    bad = copy.deepcopy(docs)  # a file name igan does not look for
-    _set_weights(bad, WEIGHTS_ON_SHARED.replace("pt_inception", "inception"))
-    assert any("does not name the file" in p for p in inception_env_problems(bad))
+    bad = copy.deepcopy(docs)  # the paper graph's file: igan train checks torchvision's and would stop
+    _set_weights(bad, WEIGHTS_ON_SHARED + "pt_inception-2015-12-05-6726825d.pth")
+    assert any("the file igan train checks" in p for p in inception_env_problems(bad))
+    _set_weights(bad, WEIGHTS_ON_SHARED + "inception_v3_google-0cc3c7bd.pth")  # the file itself is fine
+    assert inception_env_problems(bad) == []
 
 
 def test_checks_catch_launcher_without_weights_or_shell():
@@ -240,6 +242,6 @@ def test_checks_catch_copy_outside_the_build_context():
     dockerfile, ignore = DOCKERFILE.read_text(), DOCKERIGNORE.read_text()
     uncommented = dockerfile.replace("# COPY inception/", "COPY inception/")
     assert dockerfile_context_problems(uncommented, ignore)  # the Dockerfile's comment says why
-    assert dockerfile_context_problems(uncommented, ignore + "!inception/pt_inception-2015-12-05-6726825d.pth\n") == []
+    assert dockerfile_context_problems(uncommented, ignore + "!inception\n") == []
     assert dockerfile_context_problems(dockerfile, ignore.replace("!pipelines\n", ""))
     assert dockerfile_context_problems(dockerfile, ignore + "pipelines\n")  # a later exclude wins
