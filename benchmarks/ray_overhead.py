@@ -1,6 +1,6 @@
 """Claim: running igan's Trainer inside Ray Train (1 worker, igan train's own worker path: feed,
 ``prepare_model``, :func:`pipelines.worker.run_epoch`) costs at most 5% per step over igan's plain
-loop (:func:`igan.loop.fit`'s inner loop: ``Trainer.train_step`` over ``EpochBatches``).
+loop (:func:`igan.loop.fit`'s inner loop: ``Trainer.train_step`` over a ``MemoryFeed``).
 
 Same run, same threads, same niceness: the plain loop is timed in this process before and after the
 Ray run (their mean is the baseline), the Ray worker times itself; Ray starts its workers at
@@ -47,9 +47,10 @@ def bench_data(cfg):
     if cfg.data.dataset == "digits":
         return load_embedded(cfg, "train")
     g = torch.Generator().manual_seed(0)
-    n = max(cfg.data.num_classes * max(cfg.data.labels_per_class, 1) + 1000, cfg.data.batch_size * 4)
+    per_class = max(cfg.data.labels_per_class, 1) + cfg.data.val_per_class + 100
+    n = max(cfg.data.num_classes * per_class, cfg.data.batch_size * 4)
     x = torch.rand(n, cfg.data.channels, cfg.data.image_size, cfg.data.image_size, generator=g) * 2 - 1
-    return ArraySplit(x, torch.randint(0, cfg.data.num_classes, (n,), generator=g))
+    return ArraySplit(x, torch.arange(n) % cfg.data.num_classes)  # balanced: every class has its hold-out
 
 
 def batches_forever(feed):
@@ -72,12 +73,12 @@ def time_chunks(run_chunk, batches, warmup: int, steps: int, chunks: int) -> flo
 
 def plain_step_time(cfg, threads: int, warmup: int, steps: int, chunks: int) -> float:
     """Seconds per step of the plain loop (in this process)."""
-    from igan.data.memory import EpochBatches
+    from igan.data.feed import MemoryFeed
     from igan.trainer import Trainer
 
     torch.set_num_threads(threads)
     train = bench_data(cfg)
-    batches = EpochBatches(train, cfg)
+    batches = MemoryFeed(train, cfg)
     trainer = Trainer(cfg, init_batch=train.x[:100], device="cpu")
 
     def run_chunk(chunk):

@@ -8,7 +8,7 @@ import importlib
 import sys
 
 from igan.config import ConfigError
-from pipelines.errors import UserError
+from pipelines.errors import ResourceWaitTimeout, UserError
 
 COMMANDS = {
     "shard": "write a data set as WebDataset shards with a manifest (Ray Data)",
@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, ConfigError) as exc:
         print(f"igan {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except ResourceWaitTimeout as exc:  # a valid job the cluster could not start in time
+        print(f"igan {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"igan {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -56,7 +56,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     evaluator = Evaluator(cfg, data_root, rank, world, feed.validation)
     trainer, done = build(cfg, feed, rank, world)
     events.send("start", epochs_done=done, step=trainer.step, steps_per_epoch=len(feed), world_size=world,
-                epochs=cfg.train.epochs, nodes=node_ids(world))
+                epochs=cfg.train.epochs, nodes=node_ids(world), placement_group=_placement_group())
     train_epochs(trainer, feed, evaluator, cfg, done, rank, world, events, loop_config)
 
 
@@ -86,6 +86,14 @@ def node_ids(world: int) -> list[str]:
     ids: list = [None] * world
     dist.all_gather_object(ids, mine)
     return ids
+
+
+def _placement_group():
+    """The placement group this worker group runs in (None outside one): a Tune trial that is stopped
+    while its TorchTrainer still runs removes it, or its resources would stay reserved."""
+    import ray.util
+
+    return ray.util.get_current_placement_group() if ray.is_initialized() else None
 
 
 def _wrapper(world: int):

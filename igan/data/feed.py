@@ -47,6 +47,11 @@ def _cap(steps: int, cfg: Config) -> int:
     return steps if cap == 0 else min(cap, steps)
 
 
+def _needs_init_batch(cfg: Config) -> bool:
+    # without weight norm the Trainer ignores the batch: decoding it would only cost memory
+    return cfg.techniques.weight_norm and cfg.techniques.wn_init_examples > 0
+
+
 class MemoryFeed:
     """The authors' epoch batching over an in-memory split, minus its hold-out, for one rank (module doc)."""
 
@@ -69,8 +74,11 @@ class MemoryFeed:
     def __len__(self) -> int:
         return self.steps_per_epoch
 
-    def init_batch(self) -> torch.Tensor:
-        """Real examples for the data-dependent initialisation (the plain loop's draw)."""
+    def init_batch(self) -> torch.Tensor | None:
+        """Real examples for the data-dependent initialisation (the plain loop's draw); None when
+        the config does no such initialisation."""
+        if not _needs_init_batch(self.cfg):
+            return None
         perm = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(self.seed))
         return self.train.x[perm[: max(1, self.cfg.techniques.wn_init_examples)]]
 
@@ -138,11 +146,13 @@ class StreamFeed:
     def __len__(self) -> int:
         return self.steps_per_epoch
 
-    def init_batch(self) -> torch.Tensor:
+    def init_batch(self) -> torch.Tensor | None:
         """The first ``wn_init_examples`` examples of epoch 0's stream as rank 0 of 1 sees it (the
-        same on every rank)."""
+        same on every rank); None when the config does no data-dependent initialisation."""
         from igan.data.shards import ShardDataset
 
+        if not _needs_init_batch(self.cfg):
+            return None
         ds = ShardDataset(self.root, self.split, shuffle=True, shuffle_buffer=self.cfg.data.shuffle_buffer,
                           seed=self.seed, pixel_range=self.cfg.data.pixel_range, **self.held)
         want, out = max(1, self.cfg.techniques.wn_init_examples), []
