@@ -212,14 +212,21 @@ def parse_problems(commands: list[Command]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # where the work runs
 
+#: The least ``--wait-for-resources`` on a cluster that starts its GPU nodes on demand: an 8xH100
+#: node boots and pulls the image or installs the CUDA wheels in 10-20 minutes.
+MIN_GPU_WAIT_S = 1200.0
+
+
 @dataclass
 class GpuCluster:
-    """What a GPU path offers: GPUs in all, GPUs and CPUs of one GPU node, shared mount points."""
+    """What a GPU path offers: GPUs in all, GPUs and CPUs of one GPU node, shared mount points,
+    and whether GPU nodes join on demand (an autoscaler) or are there when the job starts."""
 
     gpus: int
     node_gpus: int
     node_cpus: float
     shared: set[str]
+    autoscaling: bool = True
 
 
 def _k8s_cpus(container: dict) -> float:
@@ -239,7 +246,7 @@ def kuberay_cluster(spec: dict, fixed: bool) -> GpuCluster:
             node_gpus, node_cpus = g, _k8s_cpus(container)
     mounts = [{m["mountPath"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
               for _, pod in ray_pods(spec)]
-    return GpuCluster(gpus, node_gpus, node_cpus, set.intersection(*mounts))
+    return GpuCluster(gpus, node_gpus, node_cpus, set.intersection(*mounts), autoscaling=not fixed)
 
 
 def launcher_cluster(cfg: dict) -> GpuCluster:
@@ -301,6 +308,8 @@ def placement_problems(commands: list[Command], docs=None, launchers: dict[str, 
     * ``igan train`` / ``igan tune`` of a preset that reads shards pass ``--data``, equal to an
       ``igan shard --out`` of the same path;
     * ``igan train`` asks for GPUs (``--gpus-per-worker``) within the cluster's;
+    * where GPU nodes start on demand, ``igan train`` / ``igan tune`` wait for them at least
+      :data:`MIN_GPU_WAIT_S` (``--wait-for-resources``);
     * ``igan tune`` gives each trial whole GPUs per worker (``--gpus-per-trial`` a multiple of
       ``--workers-per-trial``) on one node, CPUs in the node's proportion, ``--max-concurrent``
       trials that the cluster holds, and ``--storage`` on a shared volume;
@@ -345,6 +354,9 @@ def _placement(args, cluster: GpuCluster, outs: set[str], presets: set[str], tun
                 out.append(f"preset {preset} reads shards but the command has no --data")
             elif args.data not in outs:
                 out.append(f"--data {args.data} is not what igan shard writes on this path ({sorted(outs)})")
+        if cluster.autoscaling and args.wait_for_resources < MIN_GPU_WAIT_S:
+            out.append(f"--wait-for-resources {args.wait_for_resources:g}: GPU nodes that start on demand take "
+                       f"longer; wait at least {MIN_GPU_WAIT_S:g} s")
     if args.command == "train":
         workers = args.workers or 1
         if args.gpus_per_worker <= 0:
@@ -577,8 +589,8 @@ class Fixture:
     tracking_uri: str
     sets: list[str]
     work: Path
-    #: flag -> value for the flags that size a job to a GPU cluster. One trial: on a 2-CPU Ray a
-    #: second trial's worker group waits for the CPU the first trial's placement group still holds.
+    #: flag -> value for the flags that size a job to a GPU cluster. One trial per search: what is
+    #: checked here is the commands; searching is test_tune.py's subject.
     scale: dict = field(default_factory=lambda: {
         "--workers": "1", "--gpus-per-worker": "0", "--gpus-per-trial": "0", "--workers-per-trial": "1",
         "--cpus-per-trial": "1", "--max-concurrent": "1", "--num-samples": "1", "--samples-per-shard": "4"})

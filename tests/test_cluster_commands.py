@@ -32,6 +32,8 @@ from cluster_commands import (README, Command, Fixture, all_commands, fixture_ar
 from fixtures_formats import make_imagenet
 
 STAGES = ("shard", "train", "tune", "models", "sample")
+#: Flags whose values differ between the paths for where things live or how long GPU nodes take.
+PER_CLUSTER = ("--tracking-uri", "--storage", "--wait-for-resources")
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +151,8 @@ def test_placement_check_catches_the_old_tune_job_and_misfits():
             ("--gpus-per-trial 8 --cpus-per-trial 160", "--gpus-per-trial 16 --cpus-per-trial 160", "one node's 8"),
             ("--cpus-per-trial 160", "--cpus-per-trial 190", "exceeds the node's"),
             ("--storage /mnt/shared/igan-tune", "--storage /tmp/igan-tune", "every node mounts"),
-            ("--data s3://igan-data/imagenet128", "--data s3://igan-data/imagenet", "is not what igan shard writes")):
+            ("--data s3://igan-data/imagenet128", "--data s3://igan-data/imagenet", "is not what igan shard writes"),
+            ("--wait-for-resources 1800", "", "wait at least")):
         bad = copy.deepcopy(docs)
         job = _tune_job(bad)["spec"]
         job["entrypoint"] = _replace(job["entrypoint"], old_text, new_text)
@@ -159,9 +162,10 @@ def test_placement_check_catches_the_old_tune_job_and_misfits():
 def test_placement_check_catches_readme_misfits(readme, commands):
     docs = k8s_docs()
     for old_text, new_text, expected in (
-            ("--workers 16 --gpus-per-worker 1 --storage s3", "--workers 40 --gpus-per-worker 1 --storage s3",
-             "the cluster has 32"),
-            ("--workers 16 --gpus-per-worker 1 --storage s3", "--workers 16 --storage s3", "without --gpus-per-worker"),
+            ("--workers 16 --gpus-per-worker 1", "--workers 40 --gpus-per-worker 1", "the cluster has 32"),
+            ("--gpus-per-worker 1 --wait-for-resources 1800", "--wait-for-resources 1800", "without --gpus-per-worker"),
+            ("--gpus-per-worker 1 --wait-for-resources 1800", "--gpus-per-worker 1 --wait-for-resources 60",
+             "wait at least"),
             ("--src /mnt/shared/raw/imagenet --out s3", "--src /home/ubuntu/imagenet --out s3", "every node mounts"),
             ("-- igan models igan-imagenet128-generator", "-- igan models igan-cifar10-generator", "this path trains"),
             ("sample models:/igan-imagenet128-generator@", "sample models:/igan-imagenet128-genny@",
@@ -191,11 +195,17 @@ def test_static_check_catches_wrong_names_files_ports_and_copies(readme):
             ("$HEAD:/mnt/shared/inception/", "$HEAD:/mnt/shared/weights/", "the pods read"),
             ("s3://igan-data/inception/   #", "s3://igan-data/weights/   #", "the AWS nodes read"),
             ("ray up -y cluster/aws.yaml", "ray up -y cluster/azure.yaml", "not a launcher config"),
-            ("request_resources(bundles=[])", "request_resources(bundles=[)", "does not compile"),
             ("kubectl -n igan rollout", "kubeclt -n igan rollout", "does not know"),
             ("python benchmarks/gpu_check.py", "python benchmarks/gpu_chek.py", "no script")):
         problems = static_problems(readme_commands(_replace(readme, old_text, new_text)))
         assert any(expected in p for p in problems), (new_text, expected, problems)
+
+
+def test_static_check_compiles_python_snippets():
+    good = Command(("ray", "job", "submit", "--", "python", "-c", "import ray; ray.init()"), "x:1")
+    bad = Command(("ray", "job", "submit", "--", "python", "-c", "import ray; ray.init("), "x:2")
+    assert static_problems([good]) == []
+    assert any("does not compile" in p for p in static_problems([bad]))
 
 
 def test_fixture_argv_substitutes_buckets_shared_paths_and_counts(tmp_path):
@@ -249,8 +259,9 @@ def site(tmp_path_factory, mlflow_server):
 
 @contextlib.contextmanager
 def local_ray():
-    """A local 2-CPU Ray for one chain, shut down after it: what one chain leaves in Ray (a
-    placement group a finished tune trial still holds) cannot starve the next."""
+    """A local 2-CPU Ray for one chain, shut down after it: whatever one chain leaves in Ray (a
+    placement group a tune trial did not release once starved the next chain's train) cannot
+    reach the next."""
     import ray
 
     started = not ray.is_initialized()
@@ -264,9 +275,9 @@ def local_ray():
 
 
 def _distinct_stage_commands(commands) -> dict[str, list[Command]]:
-    """The GPU paths' igan commands by stage, one per distinct command line once ``--tracking-uri``
-    and ``--storage`` are set aside (those are what path A and path B put in different places; the
-    fixture puts both on this machine)."""
+    """The GPU paths' igan commands by stage, one per distinct command line once the flags in
+    PER_CLUSTER are set aside (where path A and path B keep things and how long they wait for GPU
+    nodes; the fixture puts both on this machine, which has no nodes to wait for)."""
     by_stage: dict[str, list[Command]] = {s: [] for s in STAGES}
     seen = set()
     for cmd in _gpu_igan(commands):
@@ -274,7 +285,7 @@ def _distinct_stage_commands(commands) -> dict[str, list[Command]]:
         key = []
         it = iter(words)
         for w in it:
-            if w in ("--tracking-uri", "--storage"):
+            if w in PER_CLUSTER:
                 next(it)
             else:
                 key.append(w)
@@ -285,7 +296,7 @@ def _distinct_stage_commands(commands) -> dict[str, list[Command]]:
 
 
 def test_paths_a_and_b_run_the_same_recipe(commands):
-    """Running one command per stage covers both paths: they differ only in --tracking-uri and --storage."""
+    """Running one command per stage covers both paths: they differ only in the flags of PER_CLUSTER."""
     by_stage = _distinct_stage_commands(commands)
     assert {s: len(v) for s, v in by_stage.items()} == {s: 1 for s in STAGES}
 
