@@ -21,6 +21,11 @@ COMMANDS = {
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        # no prefix matching: a mistyped flag (`igan models --n 3`) must be an error, not another flag
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # argparse's own usage errors: one line, exit 2
         self.exit(2, f"igan: error: {message}\n")
 
