@@ -3,16 +3,16 @@ read (its payload never runs) unless ``--trust-pickled-model``; registering a mo
 export never falls back to pickle. Against a real ``mlflow server``."""
 from __future__ import annotations
 
-import importlib.util
 
 import pytest
+from cli_run import run_cli
 import torch
 from torch import nn
 
 from igan.config import apply_overrides
 from igan.presets import get_preset
 from igan.trainer import Trainer
-from pipelines import cli, registry
+from pipelines import registry
 from pipelines.errors import UserError
 from pipelines.tracking import RunTracker
 
@@ -66,12 +66,7 @@ def pickled(mlflow_server, tmp_path_factory):
 
 
 def igan(capsys, monkeypatch, *argv) -> tuple[int, str, str]:
-    present = {k: v for k, v in cli.COMMANDS.items() if importlib.util.find_spec(f"pipelines.cmd_{k}")}
-    monkeypatch.setattr(cli, "COMMANDS", present)
-    capsys.readouterr()
-    code = cli.main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_cli(capsys, *argv)
 
 
 @pytest.mark.parametrize("command", [["sample", "--n", "4", "--out", "x.png"], ["score", "--n", "10"]])
