@@ -112,6 +112,8 @@ def prepare_set(args, store, tracking_uri: str, name, version, run_id) -> int:
 
 def serve(args, store, tracking_uri: str, name, version, run_id) -> int:
     """Build or find the image set and serve it until interrupted; 0."""
+    import socket
+
     from werkzeug.serving import make_server
 
     from pipelines.errors import UserError
@@ -123,10 +125,13 @@ def serve(args, store, tracking_uri: str, name, version, run_id) -> int:
     if args.host not in LOCAL_HOSTS:
         print(f"igan turing: warning: serving on {args.host}: anyone who can reach this machine can see the "
               "images and submit answers", file=sys.stderr)
-    try:
-        server = make_server(args.host, args.port, app, threaded=True)
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    try:  # bound here, not by werkzeug: its bind error exits the process with its own message
+        listener = socket.create_server((args.host, args.port), family=family, backlog=64)
     except OSError as exc:
         raise UserError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    with listener:
+        server = make_server(args.host, listener.getsockname()[1], app, threaded=True, fd=listener.fileno())
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{server.port}/"
     print(f"Turing test of {args.model_uri}: {info['total']} images ({info['n']} real from "
@@ -139,6 +144,8 @@ def serve(args, store, tracking_uri: str, name, version, run_id) -> int:
     sys.stdout.flush()
     try:
         server.serve_forever()
+    except KeyboardInterrupt:  # Ctrl-C is how a test session normally ends: not an error
+        print(f"igan turing: stopped; the answers are in {store.path}", file=sys.stderr)
     finally:
         server.server_close()
     return 0

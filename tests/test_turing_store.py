@@ -125,8 +125,8 @@ def test_wilson_interval_against_the_formula(k, n):
     p = k / n
     low = (2 * n * p + z * z - z * math.sqrt(z * z + 4 * n * p * (1 - p))) / (2 * (n + z * z))
     high = (2 * n * p + z * z + z * math.sqrt(z * z + 4 * n * p * (1 - p))) / (2 * (n + z * z))
-    got = summary.wilson_interval(k, n)
-    assert got == pytest.approx((low, high), abs=1e-4)
+    assert summary.wilson_interval(k, n, z=z) == pytest.approx((low, high), rel=1e-12, abs=1e-12)
+    assert summary.wilson_interval(k, n) == pytest.approx((low, high), abs=1e-4)  # z = 1.95996...
     assert summary.wilson_interval(0, 0) == (0.0, 1.0)
 
 

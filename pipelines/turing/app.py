@@ -25,7 +25,7 @@ def create_app(store: TuringStore, set_id: int, feedback: bool = False) -> Flask
     """A Flask app serving image set ``set_id`` of ``store``; with ``feedback`` an answer's reply
     (and so the page) says whether it was right."""
     info = store.set_info(set_id)
-    app = Flask("igan-turing")
+    app = Flask(__name__)
     app.json.sort_keys = False
 
     @app.errorhandler(StoreError)
@@ -57,6 +57,8 @@ def create_app(store: TuringStore, set_id: int, feedback: bool = False) -> Flask
 
     @app.post("/api/answers")
     def answer():
+        # Only application/json bodies are read: a plain cross-site form cannot send one without a
+        # CORS preflight, which this app never grants, so other web pages cannot submit answers.
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
             raise StoreError("the body must be a JSON object with annotator, image_id and answer")

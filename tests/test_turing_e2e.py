@@ -1,4 +1,4 @@
-"""``igan turing`` end to end in headless Chromium: a registered digits generator, the real CLI serving
+"""``igan turing`` end to end: one-line errors of the CLI against a real MLflow server, and in headless Chromium a registered digits generator, the real CLI serving
 the page, two annotators answering by click and by key, the server killed and started again
 mid-way, then ``--summary`` against the answers given and what it logged to MLflow. Skips where
 Playwright or a Chromium (Debian's ``chromium``) is not installed. Saves a screenshot of the page
@@ -6,6 +6,7 @@ to ``tests/artifacts/turing.png`` (ignored by git) and prints its path."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import queue
@@ -39,16 +40,27 @@ def _chromium() -> str | None:
     return None
 
 
+def _browser_missing() -> str | None:
+    """Why the browser test cannot run here, or None."""
+    if importlib.util.find_spec("playwright") is None:
+        return "playwright is not installed"
+    if _chromium() is None:
+        return "no Chromium installed (apt-get install chromium)"
+    return None
+
+
+#: Skips a test before any of its fixtures start (MLflow server, model) where no browser can run.
+needs_browser = pytest.mark.skipif(_browser_missing() is not None, reason=_browser_missing() or "")
+
+
 @pytest.fixture(scope="module")
 def browser():
     """A headless Chromium driven by Playwright (Debian's browser; Playwright's own builds are not
-    downloaded); skips where either is missing."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    path = _chromium()
-    if path is None:
-        pytest.skip("no Chromium installed (apt-get install chromium)")
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=path, headless=True)
+    downloaded)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=_chromium(), headless=True)
         yield chromium
         chromium.close()
 
@@ -138,6 +150,7 @@ class Annotator:
         self.given.append((self.name, image_id, choice))
 
 
+@needs_browser
 def test_two_annotators_restart_and_summary(browser, generator_uri, mlflow_server, digits_data, tmp_path,
                                             monkeypatch, capsys):
     uri, run_id = generator_uri
@@ -228,3 +241,27 @@ def test_two_annotators_restart_and_summary(browser, generator_uri, mlflow_serve
     with open(local) as f:
         logged = [(r["annotator"], int(r["image_id"]), r["answer"]) for r in csv.DictReader(f)]
     assert sorted(logged) == sorted(given)
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--summary"], ["no Turing test", "--data ROOT"]),
+    (["--data", "{data}", "--split", "nope"], ["nope", "test, train"]),
+    (["--data", "{data}", "--n", "5000"], ["fewer than --n 5000"]),
+    (["--data", "{missing}"], ["cannot read"]),
+    ([], ["--data ROOT"]),
+    (["--data", "{data}", "--port", "{busy}"], ["cannot serve"]),
+])
+def test_bad_input_exits_2_with_one_line(generator_uri, mlflow_server, digits_data, igan_home, tmp_path,
+                                         capsys, extra, words):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        argv = [a.format(data=digits_data, missing=str(tmp_path / "nothing"), busy=busy.getsockname()[1])
+                for a in extra]
+        capsys.readouterr()
+        code = cli.main(["turing", generator_uri[0], "--tracking-uri", mlflow_server, "--device", "cpu", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert all(w in err for w in words), err
