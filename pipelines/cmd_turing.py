@@ -134,20 +134,22 @@ def serve(args, store, tracking_uri: str, name, version, run_id) -> int:
         server = make_server(args.host, listener.getsockname()[1], app, threaded=True, fd=listener.fileno())
     host = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{host}:{server.port}/"
-    print(f"Turing test of {args.model_uri}: {info['total']} images ({info['n']} real from "
-          f"'{info['split']}', {info['n']} generated), answers in {store.path}")
-    print(f"open {url} (Ctrl-C to stop)")
-    if args.json:
-        print(json.dumps({"url": url, "set_id": set_id, "images": info["total"], "db": str(store.path),
-                          "model_uri": args.model_uri, "name": name, "version": version, "run_id": run_id,
-                          "data": info["data"], "split": info["split"], "n": info["n"], "seed": info["seed"]}))
-    sys.stdout.flush()
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:  # Ctrl-C is how a test session normally ends: not an error
-        print(f"igan turing: stopped; the answers are in {store.path}", file=sys.stderr)
+        print(f"Turing test of {args.model_uri}: {info['total']} images ({info['n']} real from "
+              f"'{info['split']}', {info['n']} generated), answers in {store.path}")
+        print(f"open {url} (Ctrl-C to stop)")
+        if args.json:
+            print(json.dumps({"url": url, "set_id": set_id, "images": info["total"], "db": str(store.path),
+                              "model_uri": args.model_uri, "name": name, "version": version, "run_id": run_id,
+                              "data": info["data"], "split": info["split"], "n": info["n"], "seed": info["seed"]}))
+        sys.stdout.flush()
+        server.serve_forever()  # werkzeug returns from here on Ctrl-C
+    except KeyboardInterrupt:  # Ctrl-C before serving began
+        pass
     finally:
         server.server_close()
+    # Ctrl-C is how a test session normally ends: not an error, and every answer is already saved
+    print(f"igan turing: stopped; the answers are in {store.path}", file=sys.stderr)
     return 0
 
 

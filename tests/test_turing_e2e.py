@@ -198,7 +198,8 @@ def test_two_annotators_restart_and_summary(browser, generator_uri, mlflow_serve
         shot = ARTIFACTS / "turing.png"
         bob.page.set_viewport_size({"width": 560, "height": 520})
         bob.page.screenshot(path=str(shot))
-        print(f"screenshot: {shot}")
+        with capsys.disabled():
+            print(f"\nscreenshot of the Turing test page: {shot}")
         for choice, by in [("generated", "key"), ("real", "click"), ("real", "key"), ("generated", "click")]:
             alice.answer(choice, by)
         assert alice.page.is_visible("#done") and "8 of 8" in alice.page.inner_text("#done")

@@ -78,22 +78,21 @@ def answers_csv(rows: list[dict]) -> str:
 
 
 def format_table(summary: dict) -> list[str]:
-    """Printable lines: one per annotator and one pooled, with accuracy, interval, real and generated."""
-    def cell(group: dict) -> str:
-        if group["accuracy"] is None:
-            return "      -"
-        return f"{group['accuracy']:7.3f}"
+    """Printable lines: a header, one line per annotator and one pooled, with answers, accuracy, its
+    Wilson interval, and the accuracy (answers) on real and on generated images."""
+    def acc(group: dict) -> str:
+        return "-" if group["accuracy"] is None else f"{group['accuracy']:.3f}"
 
     def line(label: str, g: dict) -> str:
         low, high = g["ci95"]
-        return (f"{label:<20} {g['answers']:>7} {cell(g)}  [{low:.3f}, {high:.3f}]  "
-                f"{cell(g['real'])} ({g['real']['answers']:>3})  {cell(g['generated'])} ({g['generated']['answers']:>3})")
+        interval = f"[{low:.3f}, {high:.3f}]"
+        real = f"{acc(g['real'])} ({g['real']['answers']})"
+        fake = f"{acc(g['generated'])} ({g['generated']['answers']})"
+        return f"{label:<20} {g['answers']:>7} {acc(g):>9}  {interval:<16} {real:>14} {fake:>15}"
 
-    lines = [f"{'annotator':<20} {'answers':>7} {'accuracy':>7}  {'95% CI (Wilson)':<16}  {'real':>7}        "
-             f"{'generated':>7}"]
-    lines += [line(name, g) for name, g in summary["annotators"].items()]
-    lines.append(line("pooled", summary["pooled"]))
-    return lines
+    header = (f"{'annotator':<20} {'answers':>7} {'accuracy':>9}  {'95% CI (Wilson)':<16} {'real (n)':>14} "
+              f"{'generated (n)':>15}")
+    return [header] + [line(name, g) for name, g in summary["annotators"].items()] + [line("pooled", summary["pooled"])]
 
 
 def log_to_run(client, run_id: str, summary: dict, rows: list[dict]) -> dict[str, float]:
