@@ -51,8 +51,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {args.port}")
-    if args.host not in LOCAL_HOSTS and not args.allow_remote:
-        raise UserError(f"--host {args.host} lets other machines reach the test; add --allow-remote to mean it")
+    remote_warning = check_host(args.host, args.allow_remote)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from pipelines.defaults import resolve_tracking_uri, turing_db
     from pipelines.registry import check_tracking_uri, resolve_model_uri
@@ -64,7 +63,20 @@ def run(args: argparse.Namespace) -> int:
     store = TuringStore(turing_db())
     if args.summary:
         return summary(args, store, tracking_uri, name, version, run_id)
-    return serve(args, store, tracking_uri, name, version, run_id)
+    return serve(args, store, tracking_uri, name, version, run_id, remote_warning)
+
+
+def check_host(host: str, allow_remote: bool) -> str | None:
+    """None for a loopback ``host``; for any other the warning to print when ``allow_remote``,
+    else UserError (serving beyond this machine must be asked for explicitly)."""
+    from pipelines.errors import UserError
+
+    if host in LOCAL_HOSTS:
+        return None
+    if not allow_remote:
+        raise UserError(f"--host {host} lets other machines reach the test; add --allow-remote to mean it")
+    return (f"igan turing: warning: serving on {host}: anyone who can reach this machine can see the "
+            "images and submit answers under any name")
 
 
 def _data_id(root: str) -> str:
@@ -110,7 +122,7 @@ def prepare_set(args, store, tracking_uri: str, name, version, run_id) -> int:
     return store.create_set(key, meta, items)
 
 
-def serve(args, store, tracking_uri: str, name, version, run_id) -> int:
+def serve(args, store, tracking_uri: str, name, version, run_id, remote_warning: str | None = None) -> int:
     """Build or find the image set and serve it until interrupted; 0."""
     import socket
 
@@ -122,9 +134,8 @@ def serve(args, store, tracking_uri: str, name, version, run_id) -> int:
     set_id = prepare_set(args, store, tracking_uri, name, version, run_id)
     info = store.set_info(set_id)
     app = create_app(store, set_id, feedback=args.feedback)
-    if args.host not in LOCAL_HOSTS:
-        print(f"igan turing: warning: serving on {args.host}: anyone who can reach this machine can see the "
-              "images and submit answers", file=sys.stderr)
+    if remote_warning:
+        print(remote_warning, file=sys.stderr)
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     try:  # bound here, not by werkzeug: its bind error exits the process with its own message
         listener = socket.create_server((args.host, args.port), family=family, backlog=64)

@@ -200,6 +200,17 @@ def test_two_annotators_restart_and_summary(browser, generator_uri, mlflow_serve
         bob.page.screenshot(path=str(shot))
         with capsys.disabled():
             print(f"\nscreenshot of the Turing test page: {shot}")
+        # bob in a second tab answers the image his first tab shows: the first tab's answer is
+        # refused (409, nothing saved) and it moves on to his next image
+        tab2 = Annotator(bob_ctx.new_page(), "bob", given)
+        assert tab2.start(url, expect_name="bob") == 3
+        shown = int(bob.page.get_attribute("#image", "data-image-id"))
+        assert int(tab2.page.get_attribute("#image", "data-image-id")) == shown
+        tab2.answer("generated", "key")
+        bob.page.click("#real")
+        bob.page.wait_for_function("document.getElementById('error').textContent.includes('already answered')")
+        assert bob.page.get_attribute("#progress", "data-answered") == "4"
+        assert int(bob.page.get_attribute("#image", "data-image-id")) == shown + 1
         for choice, by in [("generated", "key"), ("real", "click"), ("real", "key"), ("generated", "click")]:
             alice.answer(choice, by)
         assert alice.page.is_visible("#done") and "8 of 8" in alice.page.inner_text("#done")

@@ -179,3 +179,13 @@ def test_bad_arguments_exit_2_with_one_line(capsys, argv, words):
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert all(w in err for w in words)
+
+
+def test_only_loopback_serves_without_allow_remote():
+    from pipelines.cmd_turing import check_host
+    from pipelines.errors import UserError
+
+    assert check_host("127.0.0.1", False) is None and check_host("localhost", True) is None
+    with pytest.raises(UserError, match="--allow-remote"):
+        check_host("0.0.0.0", False)
+    assert "warning" in check_host("0.0.0.0", True)

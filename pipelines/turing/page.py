@@ -44,9 +44,15 @@ let test = null, annotator = null, current = null, busy = false;
 const $ = (id) => document.getElementById(id);
 
 async function api(path, options) {
-  const response = await fetch(path, options);
+  let response;
+  try { response = await fetch(path, options); }
+  catch (err) { throw new Error("the server does not answer; your answers so far are saved, try again"); }
   const body = await response.json();
-  if (!response.ok) throw new Error(body.error || response.statusText);
+  if (!response.ok) {
+    const err = new Error(body.error || response.statusText);
+    err.status = response.status;
+    throw err;
+  }
   return body;
 }
 
@@ -97,7 +103,14 @@ async function answer(choice) {
         (choice === "real" ? "generated" : "real") + ")";
     }
     show(progress);
-  } catch (err) { $("error").textContent = err.message; }
+  } catch (err) {
+    $("error").textContent = err.message;
+    // Answered already (another tab of the same annotator): move on to their next image.
+    if (err.status === 409) {
+      try { show(await api("/api/next?annotator=" + encodeURIComponent(annotator))); } catch (e) { /* keep the message */ }
+      $("error").textContent = err.message;
+    }
+  }
   busy = false;
 }
 
