@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_uri", metavar="MODEL_URI",
                         help="models:/igan-<preset>-generator@latest, models:/NAME/VERSION or runs:/RUN_ID/generator")
     parser.add_argument("--data", metavar="ROOT",
-                        help="shard root of the real images (default: the run's data.path)")
+                        help="shard root of the real images (default: the run's data.path; digits: the "
+                             "cache `igan train` uses)")
     parser.add_argument("--split", metavar="NAME", help="split of the real images (default: the config's data.test_split)")
     parser.add_argument("--n", type=int, metavar="N",
                         help=f"real images and as many generated ones (default {DEFAULT_N}, so {2 * DEFAULT_N} shown)")
@@ -92,15 +93,16 @@ def prepare_set(args, store, tracking_uri: str, name, version, run_id) -> int:
     from pipelines.cmd_sample import pick_device
     from pipelines.errors import UserError
     from pipelines.registry import load_generator
+    from pipelines.train import ensure_data
     from pipelines.turing import images
     from pipelines.turing.store import set_key
 
     generator, cfg = load_generator(args.model_uri, tracking_uri, device=pick_device(args.device))
     if cfg.model.name == "toy_mlp":
         raise UserError(f"{args.model_uri} is a toy preset ({cfg.preset}): it makes 2-D points, not images")
-    root = args.data or cfg.data.path
-    if not root:
-        raise UserError("pass --data ROOT (the shard root written by `igan shard`) for the real images")
+    # the same shard root `igan train` would use (digits: its cache, sharded on first use), checked
+    # against the model's config, so real and generated images are of one data set and size
+    root = ensure_data(cfg, args.data, log=lambda m: print(m.replace("igan train", "igan turing"), file=sys.stderr))
     data, split = _data_id(root), args.split or cfg.data.test_split
     n, seed = args.n or DEFAULT_N, args.seed or 0
     key = set_key(run_id, name, version, data, split, n, seed)

@@ -259,8 +259,7 @@ def test_two_annotators_restart_and_summary(browser, generator_uri, mlflow_serve
     (["--summary"], ["no Turing test", "--data ROOT"]),
     (["--data", "{data}", "--split", "nope"], ["nope", "test, train"]),
     (["--data", "{data}", "--n", "5000"], ["fewer than --n 5000"]),
-    (["--data", "{missing}"], ["cannot read"]),
-    ([], ["--data ROOT"]),
+    (["--data", "{missing}"], ["no usable shards", "nothing"]),
     (["--data", "{data}", "--port", "{busy}"], ["cannot serve"]),
 ])
 def test_bad_input_exits_2_with_one_line(generator_uri, mlflow_server, digits_data, igan_home, tmp_path,
