@@ -17,6 +17,7 @@ COMMANDS = {
     "sample": "write a grid of samples from a registered generator",
     "score": "score a registered generator (Inception or domain score)",
     "models": "list registered igan models, versions and aliases",
+    "turing": "human visual Turing test of a registered generator as a local web page; --summary reports it",
 }
 
 

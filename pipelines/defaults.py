@@ -53,6 +53,11 @@ def digits_cache() -> Path:
     return igan_home() / "data" / "digits"
 
 
+def turing_db() -> Path:
+    """The SQLite database of ``igan turing`` (image sets and answers): ``<IGAN_HOME>/turing.db``."""
+    return igan_home() / "turing.db"
+
+
 def resolve_tracking_uri(arg: str | None = None) -> str:
     """The tracking URI a command uses: ``arg`` (``--tracking-uri``), else ``$MLFLOW_TRACKING_URI``,
     else :func:`default_tracking_uri`. For the default sqlite store the parent folder is created so
