@@ -104,8 +104,11 @@ def ui_command(tracking_uri: str) -> str:
 # scheme://userinfo@ : the userinfo runs to the last "@" before the path (a password written with a
 # raw "@" is split there by urllib and requests too), never across whitespace.
 _USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^\s/?#]*)@")
-_SECRET_PARAM = re.compile(r"(?P<key>(?<![A-Za-z0-9_])(?:password|passwd|pwd|token|secret|api_key|access_key|"
-                           r"sslpassword)=)(?P<value>[^&\s#;'\"]+)", re.IGNORECASE)
+# key=value of a secret, at a word start or after a percent-encoded ";" or "&" (an ODBC connection
+# string inside a query: odbc_connect=DRIVER%3Dx%3BPWD%3Dsecret)
+_SECRET_PARAM = re.compile(r"(?P<key>(?:(?<![A-Za-z0-9_])|(?<=%3[Bb])|(?<=%26))(?:password|passwd|pwd|token|secret|"
+                           r"api_key|access_key|sslpassword)(?:=|%3[Dd]))(?P<value>(?:[^&\s#;%'\"]|%(?!3[Bb]|26))+)",
+                           re.IGNORECASE)
 #: Environment secrets shorter than this are not scrubbed from free text: replacing a one- or
 #: two-character string everywhere would garble every message without hiding anything.
 _MIN_SCRUBBED = 4

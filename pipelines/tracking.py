@@ -31,6 +31,8 @@ PARAMS_PER_BATCH = 100
 METRICS_PER_BATCH = 1000
 MAX_PARAM_LENGTH = 6000
 MAX_TAG_LENGTH = 5000
+#: MLflow's switch for the run and experiment URLs it prints when a run ends.
+SUPPRESS_URL_ENV = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 
 
 def local_store_path(tracking_uri: str) -> Path | None:
@@ -59,12 +61,17 @@ def artifact_location_for(tracking_uri: str) -> str | None:
 def make_client(tracking_uri: str):
     """An :class:`mlflow.MlflowClient` for ``tracking_uri`` (tracking and registry), creating the
     parent folder of a sqlite database first. UserError (the URI redacted) when the store's
-    database driver is not installed (``postgresql://`` without psycopg, ``mysql://``...)."""
+    database driver is not installed (``postgresql://`` without psycopg, ``mysql://``...). A URI
+    with credentials turns off MLflow's printing of run URLs in this process."""
     from mlflow import MlflowClient
 
     db = local_store_path(tracking_uri)
     if db is not None:
         db.expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+    if redact_uri(tracking_uri) != tracking_uri:
+        # MLflow prints "View run ... at: <tracking URI>/#/..." when a run ends, password and all;
+        # igan shows the run's URL itself, redacted. Set for the process: trial actors end runs too.
+        os.environ[SUPPRESS_URL_ENV] = "true"
     try:
         return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     except ImportError as exc:  # SQLAlchemy imports the URI's driver when MLflow opens the store
