@@ -6,10 +6,11 @@ what rank 0 sends per epoch (losses, metrics, sample grids) and prints one progr
 then logs the final checkpoint and registers the models.
 
 A job lives in ``<storage>/<name>/`` (Ray Train's run folder: checkpoints) with ``igan_job.json``
-(name, MLflow run id, experiment, tracking URI without its credentials, config, data root). Running again with the same
-``storage`` and ``name`` makes Ray Train continue from the latest checkpoint, which is how
-``--resume`` works after the driver died; a worker crash restarts the workers from the latest
-checkpoint on its own (``FailureConfig(max_failures)``).
+(name, MLflow run id, experiment, tracking URI without its credentials, config, data root). Running
+again with the same ``storage`` and ``name`` makes Ray Train continue from the latest checkpoint,
+which is how ``--resume`` works after the driver died (in the store the record names, with the
+credentials from ``--tracking-uri`` or the environment); a worker crash restarts the workers from
+the latest checkpoint on its own (``FailureConfig(max_failures)``).
 """
 from __future__ import annotations
 
@@ -381,8 +382,8 @@ def run_training(opts: TrainOptions, log: Callable[[str], None] = print) -> dict
     t_start = time.perf_counter()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep the output to our lines
     storage = resolve_storage(opts.storage)
-    check_writable(storage, "--storage")
     cfg, name, record = _job(opts, storage)
+    check_writable(storage, "--storage")
     # a resumed job continues in the store its record names; the record keeps no credentials
     tracking_uri = defaults.resume_tracking_uri(opts.tracking_uri, record.get("tracking_uri"))
     ensure_scorer(cfg, hint="or train without the score: --set eval.scorer=none")
@@ -405,8 +406,8 @@ def run_training(opts: TrainOptions, log: Callable[[str], None] = print) -> dict
             tracker.log_config(cfg)
             tracker.log_params({"job.workers": workers, "job.name": name})
         record.update(name=name, run_id=tracker.run_id, experiment=tracker.experiment,
-                      tracking_uri=defaults.strip_credentials(tracking_uri), config=cfg.to_dict(), data_root=data_root,
-                      created=record.get("created", time.time()))
+                      tracking_uri=defaults.strip_credentials(tracking_uri),  # never a password on disk
+                      config=cfg.to_dict(), data_root=data_root, created=record.get("created", time.time()))
         write_job(storage, name, record)
         progress = _Progress(log=log, tracker=tracker, epochs=cfg.train.epochs)
         result = _launch(ray, cfg, opts, storage, name, data_root, tracker.run_id, workers, cpw, threads,
@@ -448,7 +449,7 @@ def _job(opts: TrainOptions, storage: str) -> tuple[Config, str, dict]:
     try:
         base = Config.from_dict(record["config"])
     except ConfigError as exc:
-        raise UserError(f"the job record of '{record['name']}' in {storage} holds a bad config: {exc}") from None
+        raise UserError(f"the config in {JOB_FILE} of job '{record['name']}' in {storage} is bad: {exc}") from None
     cfg = build_config(base=base, overrides=opts.overrides)
     return cfg, record["name"], record
 

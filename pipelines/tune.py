@@ -15,10 +15,10 @@ Per trial:
   a restored search continues an unfinished trial from its last checkpoint.
 
 A search lives in ``<storage>/<name>/`` (Tune's experiment folder) with ``igan_tune.json`` (name,
-parent run id, space, options, base config; the tracking URI without its credentials). ``--resume`` restores it with ``Tuner.restore``:
-finished trials are not run again. At the end the best trial's models are registered with the alias
-``champion``, and the parent run gets the results table (CSV) and a plot of the metric against each
-varied value (PNG).
+parent run id, space, options, base config; the tracking URI without its credentials). ``--resume``
+restores it with ``Tuner.restore``: finished trials are not run again. At the end the best trial's
+models are registered with the alias ``champion``, and the parent run gets the results table (CSV)
+and a plot of the metric against each varied value (PNG).
 """
 from __future__ import annotations
 
@@ -660,8 +660,8 @@ def run_search(opts: TuneOptions, log: Callable[[str], None] = print) -> dict:
     # may start slowly on a busy machine; Ray's default gives up after 60 s.
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
     storage = resolve_storage(opts.storage)
-    check_writable(storage, "--storage")
     opts, name, record = _job(opts, storage)
+    check_writable(storage, "--storage")
     tracking_uri = defaults.resolve_tracking_uri(opts.tracking_uri)
     try:
         search, space = resolve_search(opts, record.get("config"))
@@ -913,7 +913,8 @@ def _finish(parent, search: Search, grid, rows: list[dict], ctx: dict, opts: Tun
         "best_test_value": best[reported_metric(search.metric)],
         "best_trial": best["trial"], "best_run_id": best["run_id"], "best_config": varied,
         "best_full_config": best_cfg.flat(), "model_uris": model_uris, "parent_run_id": parent.run_id,
-        "experiment": opts.experiment, "tracking_uri": defaults.redact_uri(tracking_uri), "path": f"{storage}/{name}",
+        "experiment": opts.experiment, "tracking_uri": defaults.redact_uri(tracking_uri),
+        "path": f"{storage}/{name}",
         "trials": [{k: v for k, v in r.items() if k != "_result"} for r in rows],
     }
 

@@ -92,11 +92,12 @@ def test_tracker_redacts_params_tags_and_failure_reasons(tmp_path):
 
 # -- end to end against a server that checks credentials ------------------------------------------------
 @pytest.fixture(scope="module")
-def guarded(mlflow_server):
-    """``(proxy, upstream)``: the real mlflow server behind credentials, and its own address (for
-    reading what was stored without going through the proxy)."""
-    proxy = AuthProxy(mlflow_server)
-    yield proxy, mlflow_server
+def guarded(own_mlflow_server):
+    """``(proxy, upstream)``: a real mlflow server behind credentials, and its own address (for
+    reading what was stored without going through the proxy). The module's own server: the models
+    registered here would shift the versions tests/test_registry_cli.py expects."""
+    proxy = AuthProxy(own_mlflow_server)
+    yield proxy, own_mlflow_server
     proxy.close()
 
 
