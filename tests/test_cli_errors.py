@@ -149,9 +149,8 @@ CASES = [
 
 @pytest.mark.parametrize("argv, status, needle", CASES)
 def test_broken_input_is_one_line(argv, status, needle, tmp_path, storage, refusing_server, capfd, monkeypatch):
-    from pipelines.tracking import SUPPRESS_URL_ENV
-
-    monkeypatch.setenv(SUPPRESS_URL_ENV, "false")  # a URI with credentials sets it: undone after the test
+    # igan sets MLflow's switch when a URI carries credentials; restored after the test
+    monkeypatch.setenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "false")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]  # nothing listens there once the socket is closed
