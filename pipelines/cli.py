@@ -8,7 +8,7 @@ import importlib
 import sys
 
 from igan.config import ConfigError
-from pipelines.errors import ResourceWaitTimeout, UserError
+from pipelines.errors import ResourceWaitTimeout, UserError, describe_failure, report_error
 
 COMMANDS = {
     "shard": "write a data set as WebDataset shards with a manifest (Ray Data)",
@@ -58,14 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(_module(args.command).run(args) or 0)
     except (UserError, ConfigError) as exc:
-        print(f"igan {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(args.command, 2, str(exc))
     except ResourceWaitTimeout as exc:  # a valid job the cluster could not start in time
-        print(f"igan {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return report_error(args.command, 1, str(exc))
     except KeyboardInterrupt:
         print(f"igan {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        known = describe_failure(exc)  # the tracking server refused, a file could not be written, ...
+        if known is None:
+            raise  # a bug: its traceback is the report
+        return report_error(args.command, *known)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the job; 0 when it finished, 1 when it stopped (non-finite loss, failed workers)."""
-    from pipelines.errors import UserError
+    from pipelines.errors import UserError, report_error
     from pipelines.train import TrainError, TrainOptions, print_summary, run_training
 
     for flag, value, low in (("--workers", args.workers, 1), ("--threads", args.threads, 1),
@@ -74,8 +74,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = run_training(opts, log=log)
     except TrainError as exc:
-        print(f"igan train: error: {exc}", file=sys.stderr, flush=True)
-        return 1
+        return report_error("train", 1, str(exc))
     print_summary(summary, log=log)
     if args.json:
         print(json.dumps(summary, default=str), flush=True)

@@ -84,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = run_search(opts, log=log)
     except SearchInterrupted as exc:
-        print(f"igan tune: {exc}", file=sys.stderr, flush=True)
+        from pipelines.defaults import redact_text
+
+        print(f"igan tune: {redact_text(exc)}", file=sys.stderr, flush=True)
         return 130
     if args.json:
         out = {k: summary[k] for k in ("name", "space", "preset", "metric", "mode", "best_value", "best_test_value", "best_trial",

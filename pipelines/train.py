@@ -6,10 +6,11 @@ what rank 0 sends per epoch (losses, metrics, sample grids) and prints one progr
 then logs the final checkpoint and registers the models.
 
 A job lives in ``<storage>/<name>/`` (Ray Train's run folder: checkpoints) with ``igan_job.json``
-(name, MLflow run id, experiment, tracking URI, config, data root). Running again with the same
-``storage`` and ``name`` makes Ray Train continue from the latest checkpoint, which is how
-``--resume`` works after the driver died; a worker crash restarts the workers from the latest
-checkpoint on its own (``FailureConfig(max_failures)``).
+(name, MLflow run id, experiment, tracking URI without its credentials, config, data root). Running
+again with the same ``storage`` and ``name`` makes Ray Train continue from the latest checkpoint,
+which is how ``--resume`` works after the driver died (in the store the record names, with the
+credentials from ``--tracking-uri`` or the environment); a worker crash restarts the workers from
+the latest checkpoint on its own (``FailureConfig(max_failures)``).
 """
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from igan.config import Config, apply_overrides, load_yaml
+from igan.config import Config, ConfigError, apply_overrides, load_yaml
 from pipelines import defaults
-from pipelines.errors import UserError
+from pipelines.errors import UserError, check_writable
 from pipelines.resources import DEFAULT_WAIT_S
 
 JOB_FILE = "igan_job.json"
@@ -153,13 +154,34 @@ def resolve_storage(storage: str | None) -> str:
 
 
 def read_job(storage: str, name: str) -> dict | None:
-    """The job record of ``<storage>/<name>``, or None."""
+    """The job record of ``<storage>/<name>``, or None; UserError naming the file when it is not a
+    job record (corrupt JSON, a key missing)."""
     from igan.data.storage import Folder
 
     folder = Folder(storage).sub(name)
     if not folder.exists(JOB_FILE):
         return None
-    return json.loads(folder.read_bytes(JOB_FILE))
+    return parse_record(folder.read_bytes(JOB_FILE), folder.url_of(JOB_FILE), JOB_KEYS)
+
+
+#: The keys ``--resume`` needs from a job record.
+JOB_KEYS = {"name": str, "config": dict}
+
+
+def parse_record(data: bytes, where: str, keys: dict[str, type]) -> dict:
+    """The JSON object in ``data`` (the file ``where``) holding ``keys`` (name -> type); UserError
+    naming the file, and the key, when it does not."""
+    try:
+        record = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{where} is corrupt (not JSON: {exc}); repair or delete it") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{where} is corrupt (a JSON {type(record).__name__}, not an object); repair or delete it")
+    for key, kind in keys.items():
+        if not isinstance(record.get(key), kind):
+            raise UserError(f"{where} is corrupt: key '{key}' is missing or not a {kind.__name__}; "
+                            "repair or delete it")
+    return record
 
 
 def write_job(storage: str, name: str, record: dict) -> None:
@@ -360,16 +382,17 @@ def run_training(opts: TrainOptions, log: Callable[[str], None] = print) -> dict
     t_start = time.perf_counter()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep the output to our lines
     storage = resolve_storage(opts.storage)
-    tracking_uri = defaults.resolve_tracking_uri(opts.tracking_uri)
     cfg, name, record = _job(opts, storage)
+    check_writable(storage, "--storage")
+    # a resumed job continues in the store its record names; the record keeps no credentials
+    tracking_uri = defaults.resume_tracking_uri(opts.tracking_uri, record.get("tracking_uri"))
     ensure_scorer(cfg, hint="or train without the score: --set eval.scorer=none")
     data_root = ensure_data(cfg, opts.data or record.get("data_root"), log=log)
     if data_root is not None:
         cfg = apply_overrides(cfg, [f"data.path={data_root}"])
-    if tracking_uri.startswith(("http://", "https://")):
-        from pipelines.registry import check_tracking_uri
+    from pipelines.registry import check_tracking_uri
 
-        check_tracking_uri(tracking_uri)
+    check_tracking_uri(tracking_uri, must_exist=False)
     from pipelines.tracking import RunTracker
 
     ray = init_ray(opts.address)
@@ -383,8 +406,8 @@ def run_training(opts: TrainOptions, log: Callable[[str], None] = print) -> dict
             tracker.log_config(cfg)
             tracker.log_params({"job.workers": workers, "job.name": name})
         record.update(name=name, run_id=tracker.run_id, experiment=tracker.experiment,
-                      tracking_uri=tracking_uri, config=cfg.to_dict(), data_root=data_root,
-                      created=record.get("created", time.time()))
+                      tracking_uri=defaults.strip_credentials(tracking_uri),  # never a password on disk
+                      config=cfg.to_dict(), data_root=data_root, created=record.get("created", time.time()))
         write_job(storage, name, record)
         progress = _Progress(log=log, tracker=tracker, epochs=cfg.train.epochs)
         result = _launch(ray, cfg, opts, storage, name, data_root, tracker.run_id, workers, cpw, threads,
@@ -397,7 +420,7 @@ def run_training(opts: TrainOptions, log: Callable[[str], None] = print) -> dict
         model_uris = _finish(tracker, cfg, result, opts, tracking_uri, progress)
     summary = {
         "run_id": tracker.run_id, "run_name": name, "experiment": tracker.experiment,
-        "experiment_id": tracker.experiment_id, "tracking_uri": tracking_uri,
+        "experiment_id": tracker.experiment_id, "tracking_uri": defaults.redact_uri(tracking_uri),
         "run_url": run_url(tracking_uri, tracker.experiment_id, tracker.run_id),
         "metrics": progress.metrics, "step": progress.step, "epochs": cfg.train.epochs,
         "model_uris": model_uris, "storage": storage, "job_path": f"{storage}/{name}",
@@ -423,7 +446,11 @@ def _job(opts: TrainOptions, storage: str) -> tuple[Config, str, dict]:
     if record is None:
         where = f"job '{opts.name}' in {storage}" if opts.name else f"any job in {storage}"
         raise UserError(f"--resume: found no {where} (see --storage and --name)")
-    cfg = build_config(base=Config.from_dict(record["config"]), overrides=opts.overrides)
+    try:
+        base = Config.from_dict(record["config"])
+    except ConfigError as exc:
+        raise UserError(f"the config in {JOB_FILE} of job '{record['name']}' in {storage} is bad: {exc}") from None
+    cfg = build_config(base=base, overrides=opts.overrides)
     return cfg, record["name"], record
 
 
@@ -498,10 +525,10 @@ def _finish(tracker, cfg: Config, result, opts: TrainOptions, tracking_uri: str,
 
 
 def run_url(tracking_uri: str, experiment_id: str | None, run_id: str | None) -> str | None:
-    """The run's page on a tracking server, else None."""
+    """The run's page on a tracking server (credentials redacted), else None."""
     if not tracking_uri.startswith(("http://", "https://")) or not run_id:
         return None
-    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{defaults.redact_uri(tracking_uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def print_summary(summary: dict, log: Callable[[str], None] = print) -> None:

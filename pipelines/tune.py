@@ -15,10 +15,10 @@ Per trial:
   a restored search continues an unfinished trial from its last checkpoint.
 
 A search lives in ``<storage>/<name>/`` (Tune's experiment folder) with ``igan_tune.json`` (name,
-parent run id, space, options, base config). ``--resume`` restores it with ``Tuner.restore``:
-finished trials are not run again. At the end the best trial's models are registered with the alias
-``champion``, and the parent run gets the results table (CSV) and a plot of the metric against each
-varied value (PNG).
+parent run id, space, options, base config; the tracking URI without its credentials). ``--resume``
+restores it with ``Tuner.restore``: finished trials are not run again. At the end the best trial's
+models are registered with the alias ``champion``, and the parent run gets the results table (CSV)
+and a plot of the metric against each varied value (PNG).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ from ray.train import UserCallback
 
 from igan.config import Config, ConfigError, apply_overrides, bounds
 from pipelines import defaults
-from pipelines.errors import UserError
+from pipelines.errors import UserError, check_writable
 from pipelines.resources import DEFAULT_WAIT_S
 
 JOB_FILE = "igan_tune.json"
@@ -415,9 +415,17 @@ def _one_line(exc: BaseException) -> str:
 
 
 # -- jobs -----------------------------------------------------------------------------------------
+#: The keys ``--resume`` needs from a search record.
+RECORD_KEYS = {"name": str, "parent_run_id": str, "options": dict, "config": dict}
+
+
 def read_record(storage: str, name: str) -> dict | None:
+    """The search record of ``<storage>/<name>``, or None; UserError naming the file when it is
+    not one (corrupt JSON, a key missing)."""
+    from pipelines.train import parse_record
+
     path = Path(storage) / name / JOB_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    return parse_record(path.read_bytes(), str(path), RECORD_KEYS) if path.is_file() else None
 
 
 def write_record(storage: str, name: str, record: dict) -> None:
@@ -453,10 +461,15 @@ def _job(opts: TuneOptions, storage: str) -> tuple[TuneOptions, str, dict]:
     if record is None:
         where = f"search '{opts.name}' in {storage}" if opts.name else f"any search in {storage}"
         raise UserError(f"--resume: found no {where} (see --storage and --name)")
-    stored = TuneOptions(**{**record["options"], "resume": True, "name": record["name"],
-                            "storage": storage, "verbose": opts.verbose, "address": opts.address,
-                            "wait_for_resources": opts.wait_for_resources,
-                            "tracking_uri": opts.tracking_uri or record["options"].get("tracking_uri")})
+    # the record keeps no credentials: they come back from --tracking-uri or the environment
+    tracking_uri = defaults.resume_tracking_uri(opts.tracking_uri, record["options"].get("tracking_uri"))
+    try:
+        stored = TuneOptions(**{**record["options"], "resume": True, "name": record["name"],
+                                "storage": storage, "verbose": opts.verbose, "address": opts.address,
+                                "wait_for_resources": opts.wait_for_resources, "tracking_uri": tracking_uri})
+    except TypeError as exc:  # options this igan does not know (or lacks): a damaged record
+        raise UserError(f"{Path(storage) / record['name'] / JOB_FILE} is corrupt: its options do not fit "
+                        f"({exc})") from None
     return stored, record["name"], record
 
 
@@ -647,6 +660,7 @@ def run_search(opts: TuneOptions, log: Callable[[str], None] = print) -> dict:
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
     storage = resolve_storage(opts.storage)
     opts, name, record = _job(opts, storage)
+    check_writable(storage, "--storage")
     tracking_uri = defaults.resolve_tracking_uri(opts.tracking_uri)
     try:
         search, space = resolve_search(opts, record.get("config"))
@@ -657,10 +671,9 @@ def run_search(opts: TuneOptions, log: Callable[[str], None] = print) -> dict:
     data_root = ensure_data(search.base, opts.data or record.get("data_root"), log=log)
     if data_root is not None and not record:
         search.base = apply_overrides(search.base, [f"data.path={data_root}"])
-    if tracking_uri.startswith(("http://", "https://")):
-        from pipelines.registry import check_tracking_uri
+    from pipelines.registry import check_tracking_uri
 
-        check_tracking_uri(tracking_uri)
+    check_tracking_uri(tracking_uri, must_exist=False)
     from pipelines.tracking import RunTracker
 
     ray = init_ray(opts.address)
@@ -679,12 +692,13 @@ def run_search(opts: TuneOptions, log: Callable[[str], None] = print) -> dict:
                                "tune.workers_per_trial": opts.workers_per_trial,
                                "tune.cpus_per_trial": opts.cpus_per_trial, "tune.seed": opts.seed,
                                **{f"tune.space.{k}": _describe(v) for k, v in space.items()}})
+            stored_uri = defaults.strip_credentials(tracking_uri)  # never a password on disk
             record = {"name": name, "parent_run_id": parent.run_id, "experiment": opts.experiment,
-                      "tracking_uri": tracking_uri, "space": search.space_name, "preset": search.preset,
+                      "tracking_uri": stored_uri, "space": search.space_name, "preset": search.preset,
                       "config": search.base.to_dict(), "data_root": data_root, "created": time.time(),
-                      "options": {k: v for k, v in asdict(opts).items()
-                                  if k not in ("resume", "name", "storage", "verbose", "address",
-                                               "wait_for_resources")}}
+                      "options": {**{k: v for k, v in asdict(opts).items()
+                                     if k not in ("resume", "name", "storage", "verbose", "address",
+                                                  "wait_for_resources")}, "tracking_uri": stored_uri}}
             write_record(storage, name, record)
         ctx = _context(search, opts, name, storage, data_root, tracking_uri, parent, parent.experiment_id)
         log(f"igan tune: {'resuming' if opts.resume else 'starting'} search '{name}': space {search.space_name} "
@@ -889,7 +903,8 @@ def _finish(parent, search: Search, grid, rows: list[dict], ctx: dict, opts: Tun
         + ", ".join(f"{k}={_fmt(v)}" for k, v in varied.items()))
     for kind, uri in model_uris.items():
         log(f"  {kind + ':':13} {uri} (alias champion)")
-    log(f"  MLflow parent run: {parent.run_id} ('{name}') in experiment '{opts.experiment}' at {tracking_uri}")
+    log(f"  MLflow parent run: {parent.run_id} ('{name}') in experiment '{opts.experiment}' at "
+        f"{defaults.redact_uri(tracking_uri)}")
     log(f"  search folder: {storage}/{name}")
     return {
         "name": name, "space": search.space_name, "preset": search.preset, "scheduler": opts.scheduler,
@@ -897,7 +912,8 @@ def _finish(parent, search: Search, grid, rows: list[dict], ctx: dict, opts: Tun
         "best_test_value": best[reported_metric(search.metric)],
         "best_trial": best["trial"], "best_run_id": best["run_id"], "best_config": varied,
         "best_full_config": best_cfg.flat(), "model_uris": model_uris, "parent_run_id": parent.run_id,
-        "experiment": opts.experiment, "tracking_uri": tracking_uri, "path": f"{storage}/{name}",
+        "experiment": opts.experiment, "tracking_uri": defaults.redact_uri(tracking_uri),
+        "path": f"{storage}/{name}",
         "trials": [{k: v for k, v in r.items() if k != "_result"} for r in rows],
     }
 
