@@ -383,10 +383,10 @@ def run_training(opts: TrainOptions, log: Callable[[str], None] = print) -> dict
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep the output to our lines
     storage = resolve_storage(opts.storage)
     cfg, name, record = _job(opts, storage)
+    ensure_scorer(cfg, hint="or train without the score: --set eval.scorer=none")  # before anything is written
     check_writable(storage, "--storage")
     # a resumed job continues in the store its record names; the record keeps no credentials
     tracking_uri = defaults.resume_tracking_uri(opts.tracking_uri, record.get("tracking_uri"))
-    ensure_scorer(cfg, hint="or train without the score: --set eval.scorer=none")
     data_root = ensure_data(cfg, opts.data or record.get("data_root"), log=log)
     if data_root is not None:
         cfg = apply_overrides(cfg, [f"data.path={data_root}"])
