@@ -509,7 +509,8 @@ def read_labels(root: str, split: str, verify: bool = True) -> tuple[list[str], 
     """Keys (sorted) and their labels ``int64 [N]`` of a split, keeping only the ``.cls`` members
     (every shard is still read and checked whole)."""
     folder, manifest = split_manifest(root, split)
-    pairs = [(sample["__key__"], int(sample["cls"])) for _, sample in iter_split(folder, manifest, verify, select="cls")]
+    pairs = [(sample["__key__"], int(sample["cls"]))
+             for _, sample in iter_split(folder, manifest, verify, select="cls")]
     pairs.sort()
     return [k for k, _ in pairs], np.array([y for _, y in pairs], dtype=np.int64)
 
