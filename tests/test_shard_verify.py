@@ -272,3 +272,29 @@ def test_ddp_ranks_stop_together_on_a_data_error(tmp_path, plan, needle):
 def test_ddp_epoch_without_errors(tmp_path):
     results = _run_ddp(tmp_path, {0: (4, None), 1: (4, None)})
     assert results == [{"losses": {"loss": 2.0}, "error": None}] * 2
+
+
+def test_local_shards_are_rehashed_once_changed(root):
+    """A local shard verified once is not hashed again while unchanged, but any change (even one
+    that restores size and mtime) makes the next read hash it again."""
+    import time
+
+    from igan.data import shards as shards_mod
+
+    old = time.time() - 10  # older than the one-second window of a coarse clock tick
+    for name in os.listdir(os.path.join(root, "train")):
+        os.utime(os.path.join(root, "train", name), (old, old))
+    time.sleep(1.1)
+    shards_mod.forget_verified()
+    spec = ShardDataset(root, "train").specs[0]
+    assert len(list(iter_tar(spec.url, expect=spec))) == 100
+    assert len(shards_mod._VERIFIED) == 1
+    path = _shard(root, 0)
+    st = os.stat(path)
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    with open(path, "r+b") as f:  # in place: same inode and size
+        f.write(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime put back; the ctime cannot be
+    with pytest.raises(ShardDataError, match="sha256"):
+        list(iter_tar(spec.url, expect=spec))

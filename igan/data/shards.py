@@ -26,7 +26,11 @@ Verification. Every shard is read whole, so it is checked against its manifest e
 its samples is used (:func:`iter_tar` with a :class:`ShardSpec`): its sha256 (unless
 ``verify=False``: the only check that costs), its sample count, every label in
 ``0..num_classes-1`` and an image in every sample; and, whatever the spec, member names that stay
-inside the shard (no absolute paths, no ``..``) and each key once. Readers of a whole split also
+inside the shard (no absolute paths, no ``..``) and each key once. The hash of a local file is
+not recomputed while the file provably has not changed since this process verified it: same
+device, inode, size, mtime and ctime before and after the read (any write or rename changes the
+ctime, which no user can set back); object-store shards are hashed on every read. So each epoch
+after the first costs no hashing on local disks (:func:`forget_verified` undoes this). Readers of a whole split also
 check that no key is in two shards (:class:`KeyLedger`). Anything else raises
 :class:`~igan.data.manifest.ShardDataError` naming the shard: a permanent data fault, which the
 training driver reports once instead of restarting workers on it. Counts that match the manifest
@@ -38,6 +42,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import threading
+import time
 from array import array
 from collections import deque
 from dataclasses import dataclass
@@ -52,7 +59,7 @@ from igan.data.holdout import Picked
 from igan.data.decoding import BatchDecoder, decode_image
 from igan.data.manifest import ShardDataError, split_manifest
 from igan.data.pixels import to_model_range
-from igan.data.storage import open_read
+from igan.data.storage import is_uri, open_read
 
 SPLIT_MODES = ("auto", "shard", "sample")
 
@@ -83,35 +90,95 @@ def iter_tar(url: str, select: str | None = None, expect: ShardSpec | None = Non
     The shard is read and checked whole before its first sample is yielded: ShardDataError for a
     cut-short tar, a member name outside the shard (absolute or with ``..``), a key seen twice and,
     with ``expect``, a shard that differs from it (see the module doc)."""
-    raw = _read_whole(url)
-    if expect is not None and expect.sha256 is not None:
-        _check_sha256(raw, expect.sha256, url)
-    samples = _parse_tar(raw, url, select)
+    raw, identity = _read_whole(url)
+    want = expect.sha256 if expect is not None else None
+    known = want is not None and identity is not None and _VERIFIED.get((url, want)) == identity
+    digest = _Sha256(raw) if want is not None and not known else None
+    try:
+        samples = _parse_tar(raw, url, select)
+    except ShardDataError:
+        if digest is not None:  # a wrong hash says more than the broken tar it explains
+            digest.check(expect.sha256, url)
+        raise
+    if digest is not None:
+        digest.check(expect.sha256, url)
+        # a file changed within the last second may change again inside the same coarse clock tick
+        # (same ctime): trust only identities older than that
+        if identity is not None and time.time_ns() - identity[-1] > 1_000_000_000:
+            _VERIFIED[(url, want)] = identity
     if expect is not None:
         _check_samples(samples, expect, url, images=select is None)
     yield from samples
 
 
-def _read_whole(url: str) -> bytes:
-    """The bytes of the shard at ``url``; ShardDataError when it does not exist (a manifest that
-    lists a missing shard does not heal on a retry; other I/O errors may, and pass through)."""
+# (local path, sha256) -> identity of the file when bytes read from it hashed to that sha256
+_VERIFIED: dict[tuple[str, str], tuple] = {}
+
+
+def forget_verified() -> None:
+    """Forget which local shards this process has verified: the next read of each hashes it again."""
+    _VERIFIED.clear()
+
+
+def _identity(fd: int) -> tuple:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _read_whole(url: str) -> tuple[bytes, tuple | None]:
+    """``(bytes, identity)`` of the shard at ``url``: identity (device, inode, size, mtime,
+    ctime) for a local file that did not change while it was read, else None. ShardDataError when
+    it does not exist (a manifest that lists a missing shard does not heal on a retry; other I/O
+    errors may, and pass through)."""
     try:
-        with open_read(url) as stream:
-            return stream.read()
+        if is_uri(url) or url.startswith("pipe:"):
+            with open_read(url) as stream:
+                return stream.read(), None
+        with open(url, "rb") as f:
+            before = _identity(f.fileno())
+            raw = f.read()
+            after = _identity(f.fileno())
+        return raw, (after if after == before else None)
     except FileNotFoundError:
         raise ShardDataError(f"{url}: shard listed in the manifest does not exist") from None
 
 
-def _check_sha256(raw: bytes, want: str, url: str) -> None:
-    """ShardDataError when ``raw`` does not hash to the manifest's ``want``."""
-    got = hashlib.sha256(raw).hexdigest()
-    if got != want:
-        raise ShardDataError(f"{url}: sha256 {got[:16]}... does not match the manifest's {want[:16]}... "
-                             f"({len(raw)} bytes; the shard was replaced, altered or cut short)")
+class _Sha256:
+    """The sha256 of ``raw``, computed on a thread of its own while the caller parses the tar:
+    hashlib releases the GIL, so on a core the decoders leave free the check costs no time on
+    the consuming thread (a thread per shard: forked DataLoader workers inherit no pool)."""
+
+    def __init__(self, raw: bytes):
+        self.size, self._hex = len(raw), None
+        self._thread = threading.Thread(target=self._run, args=(raw,), name="igan-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self, raw: bytes) -> None:
+        self._hex = hashlib.sha256(raw).hexdigest()
+
+    def check(self, want: str, url: str) -> None:
+        """ShardDataError when the digest is not the manifest's ``want``."""
+        self._thread.join()
+        if self._hex != want:
+            got = self._hex or "?"
+            raise ShardDataError(f"{url}: sha256 {got[:16]}... does not match the manifest's {want[:16]}... "
+                                 f"({self.size} bytes; the shard was replaced, altered or cut short)")
 
 
 def _parse_tar(raw: bytes, url: str, select: str | None) -> list[dict]:
-    """The shard's samples (see :func:`iter_tar`), every key once."""
+    """The shard's samples (see :func:`iter_tar`), every key once; ShardDataError for anything
+    that does not parse."""
+    import tarfile
+
+    try:
+        return _parse_members(raw, url, select)
+    except ShardDataError:
+        raise
+    except (ValueError, EOFError, tarfile.TarError) as exc:  # e.g. a member name that is not UTF-8
+        raise ShardDataError(f"{url}: unreadable tar ({type(exc).__name__}: {exc})"[:300]) from None
+
+
+def _parse_members(raw: bytes, url: str, select: str | None) -> list[dict]:
     from webdataset.tariterators import group_by_keys, tar_file_expander
 
     def keep(fname: str) -> bool:
@@ -516,4 +583,5 @@ def read_labels(root: str, split: str, verify: bool = True) -> tuple[list[str], 
 
 
 __all__ = ["ShardDataset", "ShardSpec", "KeyLedger", "make_loader", "read_split", "read_encoded", "read_labels",
-           "iter_tar", "iter_split", "shard_specs", "decode_image", "shard_order", "shuffle_buffer"]
+           "iter_tar", "iter_split", "shard_specs", "forget_verified", "decode_image", "shard_order",
+           "shuffle_buffer"]
