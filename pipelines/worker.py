@@ -250,15 +250,24 @@ def _fetch(stream) -> tuple[Any, tuple[str, str] | None]:
 def _settle(stop: tuple[str, str] | None, device: torch.device, step: int) -> tuple[str, str] | None:
     """Collective: the stop every rank takes given each rank's own ``stop`` (None: go on) — the
     first rank's error, the end when every rank is at its end, else a data error (a rank whose
-    batches ran out while others had more would leave them waiting in DDP)."""
-    states = _gather_if_any(stop, device)
-    if states is None:
+    batches ran out while others had more would leave them waiting in DDP). One all-reduce of two
+    numbers per step; the ranks' messages are gathered only when one of them has an error."""
+    import torch.distributed as dist
+
+    code = 0 if stop is None else 1 if stop == _END else 2
+    t = torch.tensor([code, -code], dtype=torch.float32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    high, low = (int(v) for v in t.tolist())
+    low = -low
+    if high == 0:
         return None
+    if high == 1 and low == 1:
+        return _END
+    states: list = [None] * dist.get_world_size()
+    dist.all_gather_object(states, stop)
     errors = [s for s in states if s is not None and s != _END]
     if errors:
         return errors[0]
-    if all(s == _END for s in states):
-        return _END
     short = [r for r, s in enumerate(states) if s == _END]
     return ("data", f"rank {short[0]}'s batches ran out after {step} steps while other ranks had more "
                     "(the shards hold other counts than their manifest says)")
