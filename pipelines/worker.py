@@ -162,7 +162,8 @@ def seed_rank(trainer: Trainer, cfg: Config, rank: int, salt: int = 0) -> None:
 def train_epochs(trainer: Trainer, feed, evaluator: "Evaluator", cfg: Config, done: int, rank: int, world: int,
                  events: "Events", loop_config: dict) -> None:
     """Epochs ``done..train.epochs-1``: train, evaluate when due, send the epoch event, checkpoint
-    when due. Stops (without a checkpoint) on a non-finite loss on any rank."""
+    when due. Stops (without a checkpoint) on a non-finite loss on any rank; a data error on any
+    rank raises AgreedDataError on every rank (see :func:`run_epoch`, :meth:`Evaluator.ssl_error`)."""
     t0, metrics = time.perf_counter(), {}
     for epoch in range(done, cfg.train.epochs):
         maybe_fail(loop_config.get("fail_once"), loop_config.get("fail_marker"), rank, epoch)

@@ -121,6 +121,7 @@ def forget_verified() -> None:
 
 
 def _identity(fd: int) -> tuple:
+    """``(device, inode, size, mtime_ns, ctime_ns)`` of the open file ``fd``."""
     st = os.fstat(fd)
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
@@ -179,6 +180,7 @@ def _parse_tar(raw: bytes, url: str, select: str | None) -> list[dict]:
 
 
 def _parse_members(raw: bytes, url: str, select: str | None) -> list[dict]:
+    """The samples of the tar ``raw``: ustar parsed directly, anything else through WebDataset."""
     from webdataset.tariterators import group_by_keys, tar_file_expander
 
     def keep(fname: str) -> bool:
@@ -238,6 +240,7 @@ def _check_foreign_names(raw: bytes, url: str) -> None:
 
 
 def _check_unique(keys: list[str], url: str) -> None:
+    """ShardDataError naming the first key of ``keys`` that comes twice."""
     seen: set[str] = set()
     for key in keys:
         if key in seen:
