@@ -81,17 +81,19 @@ class HashEveryRead:
 
 def interleaved(loaders: dict, epochs: int, warmup: int = 2) -> dict[str, tuple[float, int, float]]:
     """Median images/s, total images and median CPU seconds per image per loader over ``epochs``
-    passes, alternating loaders epoch by epoch (so a busy machine's drift hits all of them alike),
-    after ``warmup`` passes each (the allocator and page cache take a couple of passes to settle)."""
+    passes, alternating loaders epoch by epoch (so a busy machine's drift hits all of them alike)
+    in a seeded random order per round (so none always runs right after the same one, e.g. while
+    the baseline's worker processes shut down), after ``warmup`` passes each (the allocator and
+    page cache take a couple of passes to settle)."""
     for _ in range(warmup):
         for loader in loaders.values():
             epoch_rate(loader)
     rates = {name: [] for name in loaders}
     cpus = {name: [] for name in loaders}
     counts = dict.fromkeys(loaders, 0)
-    for _ in range(epochs):
-        for name, loader in loaders.items():
-            r, n, c = epoch_rate(loader)
+    for e in range(epochs):
+        for name in np.random.default_rng([7, e]).permutation(list(loaders)):
+            r, n, c = epoch_rate(loaders[name])
             rates[name].append(r)
             cpus[name].append(c)
             counts[name] += n
