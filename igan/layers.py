@@ -36,7 +36,10 @@ class MinibatchDiscrimination(nn.Module):
     ``o(x_i)_b = sum_{j != i} c_b(i, j) + bias_b``. Output ``[x, o(x)]`` of width
     ``in_features + num_kernels``; :meth:`statistics` gives ``o(x)`` alone. ``group_sizes`` splits
     the batch into independent minibatches (real and generated samples are compared only within
-    their own group).
+    their own group): a list gives the groups' sizes; an int ``b`` makes consecutive groups of
+    ``b`` rows, the last one shorter (a classifier scoring any number of images in groups of its
+    training batch size; computed without a Python loop over the groups, so ``torch.export``
+    traces it for every batch size).
     Initialisation as in the authors' code: ``T ~ N(0, 0.05^2)``, ``bias = -1``.
     """
 
@@ -55,16 +58,38 @@ class MinibatchDiscrimination(nn.Module):
         dist = torch.cdist(mb, mb, p=1.0)               # [B, n, n]
         return (torch.exp(-dist).sum(2) - 1.0).transpose(0, 1).to(m.dtype)
 
-    def statistics(self, x: torch.Tensor, group_sizes: list[int] | None = None) -> torch.Tensor:
-        """``o(x)``: ``[N, num_kernels]`` for ``x`` of ``[N, in_features]``, in ``x``'s dtype."""
+    def _blocked_closeness(self, m: torch.Tensor, block: int) -> torch.Tensor:
+        # m: [n, B, C] -> o: [n, B], rows compared within consecutive blocks of `block` rows. The
+        # rows are padded to whole blocks and the padding masked out of the sums, so the shapes
+        # are expressions of n (no data-dependent loop) and one torch.export graph serves every n.
+        # One block more than needed keeps the number of blocks >= 2: torch.export specialises a
+        # dimension that is 1 in the (small) example batch, which would bind the graph to n <= block.
+        n, kernels, dim = m.shape
+        blocks = (n + block - 1) // block + 1
+        mb = m.transpose(0, 1)
+        mb = mb.float() if mb.dtype in (torch.float16, torch.bfloat16) else mb
+        padded = F.pad(mb, (0, 0, 0, blocks * block - n))              # [B, G*b, C]
+        grouped = padded.view(kernels, blocks, block, dim)              # [B, G, b, C]
+        dist = torch.cdist(grouped, grouped, p=1.0)                     # [B, G, b, b]
+        # 1 for real rows, 0 for padding: made from mb, so an exported graph holds no device constant
+        real = F.pad(torch.ones_like(mb[0, :, 0]), (0, blocks * block - n)).view(1, blocks, 1, block)
+        o = (torch.exp(-dist) * real).sum(3) - 1.0                      # [B, G, b]
+        return o.view(kernels, blocks * block)[:, :n].transpose(0, 1).to(m.dtype)
+
+    def statistics(self, x: torch.Tensor, group_sizes: list[int] | int | None = None) -> torch.Tensor:
+        """``o(x)``: ``[N, num_kernels]`` for ``x`` of ``[N, in_features]``, in ``x``'s dtype;
+        ``group_sizes`` as in the class docstring."""
         m = (x @ self.T).view(-1, self.num_kernels, self.kernel_dim)
-        chunks = m.split(group_sizes) if group_sizes else (m,)
-        o = torch.cat([self._closeness(c) for c in chunks], 0)
+        if isinstance(group_sizes, int):
+            o = self._blocked_closeness(m, group_sizes)
+        else:
+            chunks = m.split(group_sizes) if group_sizes else (m,)
+            o = torch.cat([self._closeness(c) for c in chunks], 0)
         if self.bias is not None:
             o = o + self.bias
         return o.to(x.dtype)
 
-    def forward(self, x: torch.Tensor, group_sizes: list[int] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, group_sizes: list[int] | int | None = None) -> torch.Tensor:
         return torch.cat([x, self.statistics(x, group_sizes)], 1)
 
     def extra_repr(self) -> str:

@@ -8,6 +8,7 @@ from typing import Callable
 
 import torch
 
+from igan.checkpoint import read_state
 from igan.config import Config
 from igan.data.feed import MemoryFeed
 from igan.data.memory import ArraySplit
@@ -66,7 +67,10 @@ def save_checkpoint(trainer: Trainer, path: str | Path) -> Path:
 
 
 def load_checkpoint(cfg: Config, path: str | Path, device: str | None = None) -> Trainer:
-    """A fresh Trainer for ``cfg`` restored from a :func:`save_checkpoint` file."""
+    """A fresh Trainer for ``cfg`` restored from a :func:`save_checkpoint` file. The file is read
+    without running code (:func:`igan.checkpoint.read_state`); CheckpointError (one line) when it
+    holds anything but tensors and plain values."""
+    state = read_state(path)  # before the Trainer: a refused file builds nothing
     trainer = Trainer(cfg, device=device)
-    trainer.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
+    trainer.load_state_dict(state)
     return trainer

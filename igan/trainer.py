@@ -248,13 +248,15 @@ class Trainer:
     # -- state ------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Everything needed to resume exactly: models, optimisers, averages, VBN reference noise
-        (a G buffer), RNG states (torch, CUDA, NumPy, Python, the noise generator) and counters."""
+        (a G buffer), RNG states (torch, CUDA, NumPy, Python, the noise generator) and counters.
+        Only tensors and plain values (dict, list, str, int, float, None), so the checkpoint loads
+        with ``torch.load(weights_only=True)`` (:func:`igan.checkpoint.read_state`)."""
         state = {
             "G": self.G.state_dict(), "D": self.D.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "step": self.step, "epoch": self.epoch,
             "rng": {"torch": torch.get_rng_state(), "noise": self.noise.get_state(),
-                    "numpy": np.random.get_state(), "python": random.getstate()},
+                    "numpy": numpy_rng_state(), "python": python_rng_state()},
             "config": self.cfg.to_dict(),
         }
         if torch.cuda.is_available() and self.device.type == "cuda":
@@ -275,8 +277,8 @@ class Trainer:
         rng = state["rng"]
         torch.set_rng_state(rng["torch"].cpu())
         self.noise.set_state(rng["noise"].cpu())
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
+        set_numpy_rng_state(rng["numpy"])
+        set_python_rng_state(rng["python"])
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
         if self.ha_d is not None and "ha_d" in state:
@@ -285,3 +287,37 @@ class Trainer:
         if self.ema is not None and "ema" in state:
             self.ema.load_state_dict(state["ema"])
         self.set_epoch(self.epoch)
+
+
+# -- RNG states as tensors and plain values ----------------------------------------------------------
+# NumPy's and Python's RNG states are tuples holding an ndarray / a 625-tuple; kept as they are they
+# would make a checkpoint need a full unpickler. These store them as tensors and plain values and
+# restore them bit for bit (the tuple forms of older checkpoints are still accepted).
+
+def numpy_rng_state() -> dict:
+    """NumPy's global RNG state as ``{bit_generator, key (int64 tensor), pos, has_gauss,
+    cached_gaussian}``."""
+    name, key, pos, has_gauss, cached = np.random.get_state()
+    return {"bit_generator": str(name), "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def set_numpy_rng_state(state) -> None:
+    """Restore what :func:`numpy_rng_state` returned (or ``np.random.get_state()``'s tuple)."""
+    if isinstance(state, dict):
+        state = (state["bit_generator"], state["key"].numpy().astype(np.uint32), int(state["pos"]),
+                 int(state["has_gauss"]), float(state["cached_gaussian"]))
+    np.random.set_state(state)
+
+
+def python_rng_state() -> dict:
+    """Python's ``random`` state as ``{version, internal (int64 tensor of 625 words), gauss_next}``."""
+    version, internal, gauss_next = random.getstate()
+    return {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next}
+
+
+def set_python_rng_state(state) -> None:
+    """Restore what :func:`python_rng_state` returned (or ``random.getstate()``'s tuple)."""
+    if isinstance(state, dict):
+        state = (int(state["version"]), tuple(int(v) for v in state["internal"].tolist()), state["gauss_next"])
+    random.setstate(state)

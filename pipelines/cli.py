@@ -8,7 +8,7 @@ import importlib
 import sys
 
 from igan.config import ConfigError
-from pipelines.errors import UserError
+from pipelines.errors import ResourceWaitTimeout, UserError, describe_failure, report_error
 
 COMMANDS = {
     "shard": "write a data set as WebDataset shards with a manifest (Ray Data)",
@@ -17,10 +17,16 @@ COMMANDS = {
     "sample": "write a grid of samples from a registered generator",
     "score": "score a registered generator (Inception or domain score)",
     "models": "list registered igan models, versions and aliases",
+    "turing": "human visual Turing test of a registered generator as a local web page; --summary reports it",
 }
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        # no prefix matching: a mistyped flag (`igan models --n 3`) must be an error, not another flag
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # argparse's own usage errors: one line, exit 2
         self.exit(2, f"igan: error: {message}\n")
 
@@ -52,11 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(_module(args.command).run(args) or 0)
     except (UserError, ConfigError) as exc:
-        print(f"igan {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(args.command, 2, str(exc))
+    except ResourceWaitTimeout as exc:  # a valid job the cluster could not start in time
+        return report_error(args.command, 1, str(exc))
     except KeyboardInterrupt:
         print(f"igan {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        known = describe_failure(exc)  # the tracking server refused, a file could not be written, ...
+        if known is None:
+            raise  # a bug: its traceback is the report
+        return report_error(args.command, *known)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the table (and with ``--json`` one JSON object); 0 on success."""
-    from pipelines.defaults import resolve_tracking_uri
+    from pipelines.defaults import redact_uri, resolve_tracking_uri
     from pipelines.tracking import local_store_path
 
     tracking_uri = resolve_tracking_uri(args.tracking_uri)
@@ -31,14 +31,15 @@ def run(args: argparse.Namespace) -> int:
 
         check_tracking_uri(tracking_uri)
         models = list_models(tracking_uri, args.name, with_metrics=not args.no_metrics)
-    print_table(models, tracking_uri)
+    print_table(models, redact_uri(tracking_uri))
     if args.json:
-        print(json.dumps({"tracking_uri": tracking_uri, "models": models}))
+        print(json.dumps({"tracking_uri": redact_uri(tracking_uri), "models": models}))
     return 0
 
 
 def print_table(models: list[dict], tracking_uri: str) -> None:
-    """One line per model version: name, version, aliases, run id, creation time, metrics."""
+    """One line per model version: name, version, aliases, run id, creation time, metrics;
+    ``tracking_uri`` (already redacted) names the store when it holds none."""
     if not models:
         print(f"no registered igan models in {tracking_uri}")
         return

@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the generator runs (default: CUDA when available)")
     parser.add_argument("--tracking-uri", metavar="URI",
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under $IGAN_HOME)")
+    parser.add_argument("--trust-pickled-model", action="store_true",
+                        help="also load a model stored pickled (or shipping code), which can run any code it "
+                             "carries; only for a model you trust (default: torch.export programs only)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the results")
 
 
@@ -58,14 +61,16 @@ def run(args: argparse.Namespace) -> int:
 
 def open_generator(args: argparse.Namespace):
     """``(name, version, run_id, generator, cfg)`` for ``args.model_uri`` on ``args.device``, from the
-    store named by ``args.tracking_uri`` (or the default); UserError when it cannot be found."""
+    store named by ``args.tracking_uri`` (or the default); UserError when it cannot be found, or is
+    stored pickled and ``args.trust_pickled_model`` is not set."""
     from pipelines.defaults import resolve_tracking_uri
     from pipelines.registry import check_tracking_uri, load_generator, resolve_model_uri
 
     tracking_uri = resolve_tracking_uri(args.tracking_uri)
     check_tracking_uri(tracking_uri)
     name, version, run_id = resolve_model_uri(args.model_uri, tracking_uri)
-    generator, cfg = load_generator(args.model_uri, tracking_uri, device=pick_device(args.device))
+    generator, cfg = load_generator(args.model_uri, tracking_uri, device=pick_device(args.device),
+                                    trust_pickled=args.trust_pickled_model)
     return name, version, run_id, generator, cfg
 
 

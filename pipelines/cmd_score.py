@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where the generator runs (default: CUDA when available)")
     parser.add_argument("--tracking-uri", metavar="URI",
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under $IGAN_HOME)")
+    parser.add_argument("--trust-pickled-model", action="store_true",
+                        help="also load a model stored pickled (or shipping code), which can run any code it "
+                             "carries; only for a model you trust (default: torch.export programs only)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the results")
 
 

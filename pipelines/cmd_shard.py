@@ -37,10 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the sharding job; 0 on success. Bad input raises UserError (the CLI exits 2)."""
-    from pipelines.errors import UserError
+    from pipelines.errors import UserError, check_writable
 
     if args.dataset not in DATASETS:
         raise UserError(f"unknown data set '{args.dataset}'; allowed: {', '.join(DATASETS)}")
+    check_writable(args.out, "--out")
     from pipelines.shard import shard_dataset
 
     t0 = time.perf_counter()

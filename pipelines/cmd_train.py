@@ -9,6 +9,8 @@ import argparse
 import json
 import sys
 
+from pipelines.resources import DEFAULT_WAIT_S
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``igan train``."""
@@ -27,6 +29,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="GPUs per worker (default 0: CPU with gloo; >0: NCCL)")
     parser.add_argument("--cpus-per-worker", type=float, metavar="C",
                         help="CPUs per worker (default: the cluster's CPUs / workers)")
+    parser.add_argument("--wait-for-resources", type=float, default=DEFAULT_WAIT_S, metavar="SECONDS",
+                        help="when the cluster lacks the workers' GPUs/CPUs, ask its autoscaler and wait this "
+                             f"long for them (default {DEFAULT_WAIT_S:g}; exit 1 when they do not come); a "
+                             "cluster that can never have them is refused at once")
     parser.add_argument("--threads", type=int, metavar="T",
                         help="torch threads per worker (default: its CPUs)")
     parser.add_argument("--tracking-uri", metavar="URI",
@@ -47,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the job; 0 when it finished, 1 when it stopped (non-finite loss, failed workers)."""
-    from pipelines.errors import UserError
+    from pipelines.errors import UserError, report_error
     from pipelines.train import TrainError, TrainOptions, print_summary, run_training
 
     for flag, value, low in (("--workers", args.workers, 1), ("--threads", args.threads, 1),
@@ -56,18 +62,19 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{flag} must be >= {low}, got {value}")
     if args.gpus_per_worker < 0 or (args.cpus_per_worker is not None and args.cpus_per_worker <= 0):
         raise UserError("--gpus-per-worker must be >= 0 and --cpus-per-worker > 0")
+    if args.wait_for_resources < 0:
+        raise UserError(f"--wait-for-resources must be >= 0 seconds, got {args.wait_for_resources:g}")
     opts = TrainOptions(
         preset=args.preset, config_file=args.config, overrides=args.overrides, data=args.data,
         workers=args.workers, gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
         threads=args.threads, tracking_uri=args.tracking_uri, experiment=args.experiment, storage=args.storage,
         name=args.name, resume=args.resume, address=args.address, max_failures=args.max_failures,
-        register=not args.no_register)
+        register=not args.no_register, wait_for_resources=args.wait_for_resources)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else (lambda msg: print(msg, flush=True))
     try:
         summary = run_training(opts, log=log)
     except TrainError as exc:
-        print(f"igan train: error: {exc}", file=sys.stderr, flush=True)
-        return 1
+        return report_error("train", 1, str(exc))
     print_summary(summary, log=log)
     if args.json:
         print(json.dumps(summary, default=str), flush=True)

@@ -10,6 +10,8 @@ import argparse
 import json
 import sys
 
+from pipelines.resources import DEFAULT_WAIT_S
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``igan tune``."""
@@ -22,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="asha (default): stop poor trials early; pbt: exploit/explore through "
                              "checkpoints; fifo: run every trial to the end")
     parser.add_argument("--max-concurrent", type=int, metavar="N",
-                        help="trials at once (default: as many as the cluster's CPUs/GPUs hold)")
+                        help="trials at once (default: as many as the cluster's CPUs/GPUs hold, counting each "
+                             "trial's driver and workers; more than the cluster can ever hold is cut)")
     parser.add_argument("--trial-backend", default="train", choices=("train", "local"),
                         help="train (default): each trial launches a Ray Train TorchTrainer (multi-worker, "
                              "multi-node); local: each trial runs igan's loop in its own Tune process "
@@ -30,9 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers-per-trial", type=int, default=1, metavar="N",
                         help="Ray Train workers per trial (default 1)")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0, metavar="C",
-                        help="CPUs per trial, shared by its workers (default 1)")
+                        help="CPUs a trial reserves in all (default 1); with --trial-backend train its driver "
+                             "takes 0.01 and its workers share the rest")
     parser.add_argument("--gpus-per-trial", type=float, default=0.0, metavar="G",
                         help="GPUs per trial, shared by its workers (default 0)")
+    parser.add_argument("--wait-for-resources", type=float, default=DEFAULT_WAIT_S, metavar="SECONDS",
+                        help="when not even one trial fits on the cluster yet, ask its autoscaler and wait this "
+                             f"long (default {DEFAULT_WAIT_S:g}; exit 1 when it does not); a cluster that can "
+                             "never hold a trial is refused at once")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V",
                         help="override a config key in every trial (repeatable); a key the space varies "
                              "is fixed instead")
@@ -71,15 +79,17 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, storage=args.storage, tracking_uri=args.tracking_uri, experiment=args.experiment,
         name=args.name, resume=args.resume, seed=args.seed, grace_epochs=args.grace_epochs,
         max_failures=args.max_failures, address=args.address, register=not args.no_register,
-        verbose=0 if args.json else 1, trial_backend=args.trial_backend)
+        verbose=0 if args.json else 1, trial_backend=args.trial_backend, wait_for_resources=args.wait_for_resources)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else (lambda msg: print(msg, flush=True))
     try:
         summary = run_search(opts, log=log)
     except SearchInterrupted as exc:
-        print(f"igan tune: {exc}", file=sys.stderr, flush=True)
+        from pipelines.defaults import redact_text
+
+        print(f"igan tune: {redact_text(exc)}", file=sys.stderr, flush=True)
         return 130
     if args.json:
-        out = {k: summary[k] for k in ("name", "space", "preset", "metric", "mode", "best_value", "best_trial",
+        out = {k: summary[k] for k in ("name", "space", "preset", "metric", "mode", "best_value", "best_test_value", "best_trial",
                                        "best_run_id", "best_config", "model_uris", "parent_run_id", "experiment",
                                        "tracking_uri", "path", "seconds")}
         out["best_full_config"] = summary["best_full_config"]

@@ -15,6 +15,9 @@ same version as ``models:/NAME/latest``. Other aliases (``champion``) are real M
 Each logged model carries the run's full config in its MLmodel ``metadata`` (key ``igan``) and as
 ``extra_files/config.yaml``, so a loaded generator knows its pixel range, image shape and data set.
 
+Models are stored as ``torch.export`` programs only (MLflow's ``pt2``), never pickled, and loaded
+only in that form unless the caller trusts the model (:mod:`pipelines.model_safety`).
+
 Reading never touches MLflow's global state; logging a model does (MLflow's ``log_model`` reads the
 process-wide tracking URI), so it runs under a lock with the URI set and restored around it.
 """
@@ -56,25 +59,24 @@ class ClassifierLogits(nn.Module):
     returns ``(logits, features)``), the form an MLflow model's signature can describe.
 
     ``batch_size`` (a discriminator with minibatch discrimination: its training batch size) makes
-    larger inputs go through D in chunks of that size, as ``Trainer.classify`` does: the layer's
-    statistics sum over the other images of a batch, so one call on 1,000 images would otherwise
-    give each image ten times the statistic D learned from, and other logits."""
+    D compare each image only with those of its group of ``batch_size`` consecutive images, as
+    ``Trainer.classify``'s chunks do: the layer's statistics sum over the other images of a batch, so
+    one call on 1,000 images would otherwise give each image ten times the statistic D learned from,
+    and other logits."""
 
     def __init__(self, model: nn.Module, batch_size: int | None = None):
         super().__init__()
         self.model = model
         self.batch_size = batch_size
 
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
-        return out[0] if isinstance(out, (tuple, list)) else out
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits ``[N, K]`` of images ``x`` in model range."""
         size = getattr(self, "batch_size", None)  # models registered before the attribute existed
-        if not size:
-            return self._logits(x)
-        return torch.cat([self._logits(chunk) for chunk in x.split(size)])
+        # An int group size makes D's minibatch discrimination compare rows in consecutive groups
+        # of that size, the same as classifying chunk by chunk, but as shapes torch.export traces
+        # for any N (a loop over x.split(size) exports only for the example's N).
+        out = self.model(x, group_sizes=size) if size else self.model(x)
+        return out[0] if isinstance(out, (tuple, list)) else out
 
 
 # -- MLflow plumbing ----------------------------------------------------------------------------
@@ -159,23 +161,48 @@ def _pip_requirements() -> list[str]:
     return [f"torch=={torch.__version__.split('+')[0]}", "numpy", "pyyaml", f"mlflow=={mlflow.__version__}"]
 
 
-def serialization_format(module: nn.Module, example: np.ndarray) -> str:
-    """``pt2`` (``torch.export``: a traced graph, loadable without igan's code and without unpickling)
-    when ``module`` exports with a dynamic batch dimension that really accepts another batch size,
-    else ``pickle`` with a warning (loading it then needs ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=true``)."""
-    import warnings
+class NotExportable(ValueError):
+    """A module does not export with ``torch.export`` for every batch size; one line saying why."""
 
-    x = torch.from_numpy(example)
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
+def check_sizes(module: nn.Module, n: int) -> list[int]:
+    """Batch sizes an export of ``module`` (example of ``n`` rows) is checked on: ``n + 1`` and, for a
+    classifier grouping its rows for minibatch discrimination, one row past a whole group."""
+    sizes = [n + 1]
+    group = getattr(module, "batch_size", None) if isinstance(module, ClassifierLogits) else None
+    if group and group + 1 not in sizes:
+        sizes.append(group + 1)
+    return sizes
+
+
+def check_exports(module: nn.Module, example: np.ndarray, batches: list[np.ndarray]) -> None:
+    """Export ``module`` with ``torch.export`` on ``example`` with a dynamic batch dimension, as
+    MLflow's ``pt2`` format does, and check that the program gives the module's own outputs on each
+    of ``batches`` (other batch sizes). NotExportable (one line) otherwise: igan then does not
+    register the module rather than store it pickled."""
+    name = type(module).__name__
     try:
-        program = torch.export.export(module, (x,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+        program = torch.export.export(module, (torch.from_numpy(example),),
+                                      dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    except Exception as exc:  # noqa: BLE001 - any export failure has the same consequence
+        raise NotExportable(f"{name} does not export with torch.export ({_first_line(exc)})") from None
+    exported = program.module()
+    for batch in batches:
+        x = torch.from_numpy(batch)
         with torch.no_grad():
-            program.module()(torch.cat([x, x[:1]]))
-        return "pt2"
-    except Exception as exc:  # noqa: BLE001 - any export failure means: fall back to pickle
-        warnings.warn(f"{type(module).__name__} does not export with torch.export "
-                      f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-                      "logging it pickled instead", stacklevel=3)
-        return "pickle"
+            try:
+                got = exported(x)
+            except Exception as exc:  # noqa: BLE001
+                raise NotExportable(f"{name}'s exported program does not run on {len(x)} rows "
+                                    f"({_first_line(exc)})") from None
+            want = module(x)
+        if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-4, atol=1e-5):
+            raise NotExportable(f"{name}'s exported program computes other outputs than the module on {len(x)} rows")
 
 
 def register_models(run_id: str, trainer_or_modules: Any, cfg: Config, tracking_uri: str,
@@ -188,6 +215,11 @@ def register_models(run_id: str, trainer_or_modules: Any, cfg: Config, tracking_
     signature, an input example (latent ``z`` float32 ``[N, z_dim]``; real-shaped images for the
     classifier), the config in its metadata and ``extra_files/config.yaml``, then registered as
     ``igan-<preset>-<kind>``. Returns ``{"generator": "models:/igan-<preset>-generator/<v>", ...}``.
+
+    Models are stored only as ``torch.export`` programs (MLflow's ``pt2``), which load without
+    unpickling code. A module that does not export (:func:`check_exports`) is not registered: one
+    line on stderr, the run tag ``igan.unregistered.<kind>`` with the reason, and it is missing from
+    the result; the other modules and the run are kept.
     """
     import mlflow.pytorch
     from mlflow.models import infer_signature
@@ -201,13 +233,18 @@ def register_models(run_id: str, trainer_or_modules: Any, cfg: Config, tracking_
         config_file.write_text(dump_yaml(cfg))
         for kind, module in modules.items():
             example = _example_input(kind, cfg)
+            name = model_name(cfg.preset, kind)
+            others = [_example_input(kind, cfg, n) for n in check_sizes(module, len(example))]
+            try:
+                check_exports(module, example, others)
+            except NotExportable as exc:
+                _not_registered(client, run_id, kind, name, str(exc))
+                continue
             with torch.no_grad():
                 prediction = module(torch.from_numpy(example)).detach().float().numpy()
             signature = infer_signature(example, prediction)
-            name = model_name(cfg.preset, kind)
-            fmt = serialization_format(module, example)
             metadata = {METADATA_KEY: {"kind": kind, "preset": cfg.preset, "registered_model": name,
-                                       "source_run_id": run_id, "serialization": fmt,
+                                       "source_run_id": run_id, "serialization": "pt2",
                                        "config": cfg.to_dict()}}
             # The logged model is created explicitly in the run's experiment (MLflow's fluent path
             # would pick the process's "active" experiment). log_model and the version creation read
@@ -220,7 +257,7 @@ def register_models(run_id: str, trainer_or_modules: Any, cfg: Config, tracking_
                 mlflow.pytorch.log_model(
                     pytorch_model=module, name=kind, signature=signature, input_example=example,
                     metadata=metadata, extra_files=[str(config_file)],
-                    pip_requirements=_pip_requirements(), serialization_format=fmt,
+                    pip_requirements=_pip_requirements(), serialization_format="pt2",
                     run_id=run_id, model_id=logged.model_id)
                 client.finalize_logged_model(logged.model_id, "READY")
                 version = _create_version(client, name, logged.model_id, run_id, kind, cfg)
@@ -229,6 +266,15 @@ def register_models(run_id: str, trainer_or_modules: Any, cfg: Config, tracking_
             out[kind] = f"models:/{name}/{version}"
     client.set_tag(run_id, "igan.registered_models", " ".join(out.values()))
     return out
+
+
+def _not_registered(client, run_id: str, kind: str, name: str, reason: str) -> None:
+    """Say loudly that ``kind`` was not registered and why: one stderr line and a run tag."""
+    import sys
+
+    print(f"igan: {name} not registered: {reason} (igan stores models only as torch.export programs, "
+          "never pickled)", file=sys.stderr, flush=True)
+    client.set_tag(run_id, f"igan.unregistered.{kind}", reason[:5000])
 
 
 def _create_version(client, name: str, model_id: str, run_id: str, kind: str, cfg: Config) -> str:
@@ -264,31 +310,71 @@ _RUNS = re.compile(r"^runs:/([^/]+)/(.+)$")
 URI_FORMS = "models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/generator"
 
 
-def check_tracking_uri(tracking_uri: str, timeout: float = 5.0) -> None:
-    """UserError when ``tracking_uri`` is a server that does not answer, or a sqlite store whose
-    database file does not exist (so read-only commands fail fast with one line, not MLflow's
-    minutes of retries or an empty new database)."""
-    from pipelines.tracking import local_store_path
+def check_tracking_uri(tracking_uri: str, timeout: float = 5.0, must_exist: bool = True) -> None:
+    """UserError (one line, the URI redacted) when the store behind ``tracking_uri`` cannot be used:
+    a server that does not answer or refuses the credentials (HTTP 401/403), a database whose
+    driver is not installed, or, with ``must_exist``, a sqlite store whose database file does not
+    exist (so read-only commands fail fast, not after MLflow's minutes of retries or with an empty
+    new database)."""
+    from pipelines.defaults import redact_uri
+    from pipelines.tracking import local_store_path, make_client
 
     db = local_store_path(tracking_uri)
     if db is not None:
-        if not db.expanduser().exists():
-            raise UserError(f"no MLflow store at {tracking_uri} (nothing trained yet? run `igan train`, "
+        if must_exist and not db.expanduser().exists():
+            raise UserError(f"no MLflow store at {redact_uri(tracking_uri)} (nothing trained yet? run `igan train`, "
                             "or pass --tracking-uri)")
         return
     if tracking_uri.startswith(("http://", "https://")):
-        import urllib.error
-        import urllib.request
+        _check_reachable(tracking_uri, timeout)
+        _check_credentials(tracking_uri, timeout)
+    else:
+        make_client(tracking_uri)  # a database: UserError when its driver is missing
 
-        url = tracking_uri.rstrip("/") + "/health"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout):
-                return
-        except urllib.error.HTTPError:
-            return  # it answers (perhaps behind auth or a proxy without /health)
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise UserError(f"cannot reach the MLflow server at {tracking_uri}: {reason}") from None
+
+def _check_reachable(tracking_uri: str, timeout: float) -> None:
+    """UserError when nothing answers at the server's ``/health`` (asked without credentials:
+    urllib cannot send a URI's ``user:password@``, and any HTTP answer will do)."""
+    import urllib.error
+    import urllib.request
+
+    from pipelines.defaults import redact_uri, strip_credentials
+
+    url = strip_credentials(tracking_uri).rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return  # it answers (perhaps behind auth or a proxy without /health)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise UserError(f"cannot reach the MLflow server at {redact_uri(tracking_uri)}: {reason}") from None
+
+
+#: An endpoint behind a server's authentication (``/health`` is not), cheap to answer.
+_AUTH_PROBE = "/api/2.0/mlflow/experiments/search"
+
+
+def _check_credentials(tracking_uri: str, timeout: float) -> None:
+    """UserError when the server answers an API request with HTTP 401 or 403. The request goes
+    through MLflow's own HTTP layer, so it carries what every later request will: the URI's
+    ``user:password@`` or ``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``/``_TOKEN``."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    from pipelines.defaults import redact_uri
+    from pipelines.errors import CREDENTIALS_HINT
+
+    try:
+        response = http_request(get_default_host_creds(tracking_uri), _AUTH_PROBE, "GET",
+                                params={"max_results": 1}, max_retries=0, timeout=timeout,
+                                raise_on_status=False)
+    except MlflowException:
+        return  # it answered /health: a slow or failed probe is left to the command's own requests and retries
+    if response.status_code in (401, 403):
+        raise UserError(f"the MLflow server at {redact_uri(tracking_uri)} refused the credentials (HTTP "
+                        f"{response.status_code} {response.reason}): {CREDENTIALS_HINT}")
 
 
 def _registered_names(client) -> list[str]:
@@ -373,7 +459,9 @@ def _resolve_run(client, run_id: str, path: str, tracking_uri: str):
     try:
         run = client.get_run(run_id)
     except MlflowException:
-        raise UserError(f"no MLflow run '{run_id}' in {tracking_uri}") from None
+        from pipelines.defaults import redact_uri
+
+        raise UserError(f"no MLflow run '{run_id}' in {redact_uri(tracking_uri)}") from None
     kind = path.strip("/")
     outputs = run.outputs.model_outputs if run.outputs is not None else []
     found = []
@@ -418,10 +506,16 @@ def _download(uri: str, tracking_uri: str, dst: str) -> str:
         raise UserError(f"cannot download model {uri}: {str(exc).splitlines()[0]}") from None
 
 
-def _load(uri: str, tracking_uri: str, want: str, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
-    import mlflow.pytorch
+#: The per-command opt-in to load a model stored pickled (``igan sample`` / ``igan score``).
+TRUST_FLAG = "--trust-pickled-model"
+
+
+def _load(uri: str, tracking_uri: str, want: str, device: str | torch.device = "cpu",
+          trust_pickled: bool = False) -> tuple[nn.Module, Config]:
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
+
+    from pipelines.model_safety import UnsafeModel, load_pytorch_model
 
     with tempfile.TemporaryDirectory() as tmp:
         local = _download(uri, tracking_uri, tmp)
@@ -432,7 +526,11 @@ def _load(uri: str, tracking_uri: str, want: str, device: str | torch.device = "
             raise UserError(f"{uri} is an igan {meta.get('kind')}, not a {want}")
         cfg = Config.from_dict(meta["config"])
         try:
-            module = mlflow.pytorch.load_model(local)  # on the CPU, where it was exported
+            module = load_pytorch_model(local, trust_pickled)  # on the CPU, where it was exported
+        except UnsafeModel as exc:
+            hint = "" if trust_pickled else (f"; loading it could run any code it carries (pass {TRUST_FLAG} "
+                                             "only for a model you trust)")
+            raise UserError(f"refusing to load {uri}: {exc}{hint}") from None
         except MlflowException as exc:
             raise UserError(f"cannot load {uri}: {str(exc).splitlines()[0]}") from None
     if not isinstance(module, torch.fx.GraphModule):
@@ -464,15 +562,20 @@ def module_device(module: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def load_generator(uri: str, tracking_uri: str, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
+def load_generator(uri: str, tracking_uri: str, device: str | torch.device = "cpu",
+                   trust_pickled: bool = False) -> tuple[nn.Module, Config]:
     """The generator behind ``uri`` (eval mode, on ``device`` when it runs there, else the CPU) and the
-    config it was trained with."""
-    return _load(uri, tracking_uri, "generator", device)
+    config it was trained with. Only a ``torch.export`` program is loaded; a model stored pickled (or
+    shipping code) is refused with a UserError unless ``trust_pickled``
+    (:mod:`pipelines.model_safety`)."""
+    return _load(uri, tracking_uri, "generator", device, trust_pickled)
 
 
-def load_classifier(uri: str, tracking_uri: str, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
-    """The classifier behind ``uri`` (``forward(x)`` -> logits ``[N, K]``) and its config."""
-    return _load(uri, tracking_uri, "classifier", device)
+def load_classifier(uri: str, tracking_uri: str, device: str | torch.device = "cpu",
+                    trust_pickled: bool = False) -> tuple[nn.Module, Config]:
+    """The classifier behind ``uri`` (``forward(x)`` -> logits ``[N, K]``) and its config; loaded as
+    :func:`load_generator` loads."""
+    return _load(uri, tracking_uri, "classifier", device, trust_pickled)
 
 
 # -- listing ------------------------------------------------------------------------------------

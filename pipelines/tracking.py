@@ -21,6 +21,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from igan.config import Config, dump_yaml
+from pipelines.defaults import redact_text, redact_uri
 
 #: Tag holding why a run failed (non-finite loss, exception text, ...).
 FAILURE_TAG = "igan.failure_reason"
@@ -30,6 +31,8 @@ PARAMS_PER_BATCH = 100
 METRICS_PER_BATCH = 1000
 MAX_PARAM_LENGTH = 6000
 MAX_TAG_LENGTH = 5000
+#: MLflow's switch for the run and experiment URLs it prints when a run ends.
+SUPPRESS_URL_ENV = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 
 
 def local_store_path(tracking_uri: str) -> Path | None:
@@ -57,13 +60,28 @@ def artifact_location_for(tracking_uri: str) -> str | None:
 
 def make_client(tracking_uri: str):
     """An :class:`mlflow.MlflowClient` for ``tracking_uri`` (tracking and registry), creating the
-    parent folder of a sqlite database first."""
+    parent folder of a sqlite database first. UserError (the URI redacted) when the store's
+    database driver is not installed (``postgresql://`` without psycopg, ``mysql://``...). A URI
+    with credentials turns off MLflow's printing of run URLs in this process."""
     from mlflow import MlflowClient
 
     db = local_store_path(tracking_uri)
     if db is not None:
         db.expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    if redact_uri(tracking_uri) != tracking_uri:
+        # MLflow prints "View run ... at: <tracking URI>/#/..." when a run ends, password and all;
+        # igan shows the run's URL itself, redacted. Set for the process: trial actors end runs too.
+        os.environ[SUPPRESS_URL_ENV] = "true"
+    try:
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    except ImportError as exc:  # SQLAlchemy imports the URI's driver when MLflow opens the store
+        if db is not None or tracking_uri.startswith(("http://", "https://")):
+            raise  # no driver involved: a broken installation, not bad input
+        from pipelines.errors import UserError
+
+        raise UserError(f"the tracking URI {redact_uri(tracking_uri)} needs the database driver "
+                        f"'{exc.name or exc}', which is not installed: install it (e.g. psycopg[binary] "
+                        "for postgresql://, mysqlclient for mysql://) or use another --tracking-uri") from None
 
 
 def get_or_create_experiment(client, name: str, tracking_uri: str) -> str:
@@ -86,7 +104,9 @@ def get_or_create_experiment(client, name: str, tracking_uri: str) -> str:
 
 
 def _param_value(value: Any) -> str:
-    text = str(value) if not isinstance(value, str) else value
+    """``value`` as an MLflow param or tag value: text, credentials redacted (a URI or an exception
+    message may carry them), cut to MLflow's length limit."""
+    text = redact_text(value)
     return text if len(text) <= MAX_PARAM_LENGTH else text[: MAX_PARAM_LENGTH - 3] + "..."
 
 
@@ -132,7 +152,7 @@ class RunTracker:
             self.client.set_tag(self.run_id, "igan.resumed", "true")
         else:
             self.experiment_id = get_or_create_experiment(self.client, self.experiment, self.tracking_uri)
-            tags = {"igan.experiment": self.experiment, **self._tags}
+            tags = {"igan.experiment": self.experiment, **{k: _param_value(v) for k, v in self._tags.items()}}
             if self.parent_run_id:
                 tags["mlflow.parentRunId"] = self.parent_run_id
             run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=tags)
@@ -169,6 +189,7 @@ class RunTracker:
             return
         self._require_run()
         if reason is not None:
+            reason = redact_text(reason)
             reason = reason if len(reason) <= MAX_TAG_LENGTH else reason[: MAX_TAG_LENGTH - 3] + "..."
             self.client.set_tag(self.run_id, FAILURE_TAG, reason)
         self.client.set_terminated(self.run_id, status=status)
@@ -226,7 +247,7 @@ class RunTracker:
         from mlflow.entities import RunTag
 
         self._require_run()
-        items = [RunTag(str(k), str(v)[:MAX_TAG_LENGTH]) for k, v in tags.items()]
+        items = [RunTag(str(k), _param_value(v)[:MAX_TAG_LENGTH]) for k, v in tags.items()]
         for chunk in _chunks(items, PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, tags=chunk)
 

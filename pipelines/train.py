@@ -6,12 +6,13 @@ what rank 0 sends per epoch (losses, metrics, sample grids) and prints one progr
 then logs the final checkpoint and registers the models.
 
 A job lives in ``<storage>/<name>/`` (Ray Train's run folder: checkpoints) with ``igan_job.json``
-(name, MLflow run id, experiment, tracking URI, config, data root). Running again with the same
-``storage`` and ``name`` makes Ray Train continue from the latest checkpoint, which is how
-``--resume`` works after the driver died; a worker crash restarts the workers from the latest
-checkpoint on its own (``FailureConfig(max_failures)``), except after a data error (a shard that
-contradicts its manifest): that is permanent, so the workers report it and stop together, and the
-job fails at once without a restart.
+(name, MLflow run id, experiment, tracking URI without its credentials, config, data root). Running
+again with the same ``storage`` and ``name`` makes Ray Train continue from the latest checkpoint,
+which is how ``--resume`` works after the driver died (in the store the record names, with the
+credentials from ``--tracking-uri`` or the environment); a worker crash restarts the workers from
+the latest checkpoint on its own (``FailureConfig(max_failures)``), except after a data error (a
+shard that contradicts its manifest): that is permanent, so the workers report it and stop
+together, and the job fails at once without a restart.
 """
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from igan.config import Config, apply_overrides, load_yaml
+from igan.config import Config, ConfigError, apply_overrides, load_yaml
 from pipelines import defaults
-from pipelines.errors import UserError
+from pipelines.errors import UserError, check_writable
+from pipelines.resources import DEFAULT_WAIT_S
 
 JOB_FILE = "igan_job.json"
 SHARDED = ("digits", "mnist", "cifar10", "svhn", "imagenet")
@@ -57,6 +59,7 @@ class TrainOptions:
     max_failures: int = defaults.DEFAULT_MAX_FAILURES
     register: bool = True
     report_every_epoch: bool = False
+    wait_for_resources: float = DEFAULT_WAIT_S
 
 
 # -- configuration and data ----------------------------------------------------------------------
@@ -153,13 +156,34 @@ def resolve_storage(storage: str | None) -> str:
 
 
 def read_job(storage: str, name: str) -> dict | None:
-    """The job record of ``<storage>/<name>``, or None."""
+    """The job record of ``<storage>/<name>``, or None; UserError naming the file when it is not a
+    job record (corrupt JSON, a key missing)."""
     from igan.data.storage import Folder
 
     folder = Folder(storage).sub(name)
     if not folder.exists(JOB_FILE):
         return None
-    return json.loads(folder.read_bytes(JOB_FILE))
+    return parse_record(folder.read_bytes(JOB_FILE), folder.url_of(JOB_FILE), JOB_KEYS)
+
+
+#: The keys ``--resume`` needs from a job record.
+JOB_KEYS = {"name": str, "config": dict}
+
+
+def parse_record(data: bytes, where: str, keys: dict[str, type]) -> dict:
+    """The JSON object in ``data`` (the file ``where``) holding ``keys`` (name -> type); UserError
+    naming the file, and the key, when it does not."""
+    try:
+        record = json.loads(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{where} is corrupt (not JSON: {exc}); repair or delete it") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{where} is corrupt (a JSON {type(record).__name__}, not an object); repair or delete it")
+    for key, kind in keys.items():
+        if not isinstance(record.get(key), kind):
+            raise UserError(f"{where} is corrupt: key '{key}' is missing or not a {kind.__name__}; "
+                            "repair or delete it")
+    return record
 
 
 def write_job(storage: str, name: str, record: dict) -> None:
@@ -215,23 +239,59 @@ def init_ray(address: str | None = None):
 
 
 def default_workers(cpus: float, gpus: float, gpus_per_worker: float) -> int:
-    """Workers when ``--workers`` is not given: as many as the GPUs hold with ``--gpus-per-worker``,
-    else one using every core of a node. On CPUs one worker keeps the preset's batch size (each
-    worker adds ``data.batch_size`` to the global batch) and reproduces the plain loop exactly."""
-    if gpus_per_worker > 0 and gpus > 0:
+    """Workers when ``--workers`` is not given: as many as the GPUs hold with ``--gpus-per-worker``
+    (one while the cluster has none yet), else one using every core of a node. On CPUs one worker
+    keeps the preset's batch size (each worker adds ``data.batch_size`` to the global batch) and
+    reproduces the plain loop exactly."""
+    if gpus_per_worker > 0 and gpus >= gpus_per_worker:
         return max(1, int(gpus // gpus_per_worker))
     return 1
 
 
-def scaling(opts: TrainOptions, ray) -> tuple[int, float, int]:
-    """``(workers, cpus_per_worker, torch threads)`` for this cluster."""
-    res = ray.cluster_resources()
-    cpus, gpus = float(res.get("CPU", 1)), float(res.get("GPU", 0))
-    node_cpus = max([float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")] or [cpus])
-    if opts.gpus_per_worker > gpus:
-        raise UserError(f"--gpus-per-worker {opts.gpus_per_worker:g} but the Ray cluster has {gpus:g} GPUs")
+def cpus_beside_gpus(nodes: list[dict], gpus_per_worker: float) -> float:
+    """CPUs a GPU worker gets by default: the CPUs of a GPU node shared by the workers its GPUs
+    hold, on the node with the fewest (at least 1; 1 while no node has GPUs). Counting the whole
+    cluster's CPUs instead asks for CPUs that sit on other nodes (a CPU-only head), which no GPU
+    node can give."""
+    shares = [n.get("CPU", 0.0) // int(n["GPU"] // gpus_per_worker)
+              for n in nodes if n.get("GPU", 0.0) >= gpus_per_worker]
+    return max(1.0, min(shares)) if shares else 1.0
+
+
+def worker_shape(opts: TrainOptions, nodes: list[dict]) -> tuple[int, float]:
+    """``(workers, cpus per worker)`` from the options and the nodes there are now."""
+    cpus = sum(n.get("CPU", 0.0) for n in nodes) or 1.0
+    gpus = sum(n.get("GPU", 0.0) for n in nodes)
     workers = opts.workers or default_workers(cpus, gpus, opts.gpus_per_worker)
-    cpw = opts.cpus_per_worker or max(1.0, min(float(int(cpus // workers)), node_cpus))
+    if opts.cpus_per_worker:
+        return workers, opts.cpus_per_worker
+    if opts.gpus_per_worker > 0:
+        return workers, cpus_beside_gpus(nodes, opts.gpus_per_worker)
+    node_cpus = max([n.get("CPU", 0.0) for n in nodes] or [cpus])
+    return workers, max(1.0, min(float(int(cpus // workers)), node_cpus))
+
+
+def worker_bundle(cpus: float, gpus: float) -> dict[str, float]:
+    """The resources one Ray Train worker reserves."""
+    return {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+
+
+def scaling(opts: TrainOptions, cluster, log: Callable[[str], None] = print, **wait) -> tuple[int, float, int]:
+    """``(workers, cpus_per_worker, torch threads)`` for the cluster seen through ``cluster`` (a
+    :class:`pipelines.resources.ClusterView`). When the workers do not fit yet, asks the autoscaler
+    and waits up to ``opts.wait_for_resources`` (``wait``: the ``sleep``/``clock`` of
+    :func:`pipelines.resources.ensure_resources`). UserError when they can never fit,
+    ResourceWaitTimeout when they did not come in time."""
+    from pipelines.resources import describe, ensure_resources, pack
+
+    workers, cpw = worker_shape(opts, cluster.nodes())
+    bundle = worker_bundle(cpw, opts.gpus_per_worker)
+    what = f"{workers} worker{'s' if workers > 1 else ''} x ({describe(bundle)})"
+    waited = ensure_resources(cluster, [bundle] * workers, what, opts.wait_for_resources, "igan train", log, **wait)
+    if waited and not opts.cpus_per_worker:  # the CPUs per worker of the nodes that came, if they fit
+        _, grown = worker_shape(opts, cluster.nodes())
+        if pack([worker_bundle(grown, opts.gpus_per_worker)] * workers, cluster.nodes()):
+            cpw = grown
     threads = opts.threads or max(1, int(cpw))
     return workers, cpw, threads
 
@@ -327,20 +387,23 @@ def run_training(opts: TrainOptions, log: Callable[[str], None] = print) -> dict
     t_start = time.perf_counter()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep the output to our lines
     storage = resolve_storage(opts.storage)
-    tracking_uri = defaults.resolve_tracking_uri(opts.tracking_uri)
     cfg, name, record = _job(opts, storage)
-    ensure_scorer(cfg, hint="or train without the score: --set eval.scorer=none")
+    ensure_scorer(cfg, hint="or train without the score: --set eval.scorer=none")  # before anything is written
+    check_writable(storage, "--storage")
+    # a resumed job continues in the store its record names; the record keeps no credentials
+    tracking_uri = defaults.resume_tracking_uri(opts.tracking_uri, record.get("tracking_uri"))
     data_root = ensure_data(cfg, opts.data or record.get("data_root"), log=log)
     if data_root is not None:
         cfg = apply_overrides(cfg, [f"data.path={data_root}"])
-    if tracking_uri.startswith(("http://", "https://")):
-        from pipelines.registry import check_tracking_uri
+    from pipelines.registry import check_tracking_uri
 
-        check_tracking_uri(tracking_uri)
+    check_tracking_uri(tracking_uri, must_exist=False)
     from pipelines.tracking import RunTracker
 
     ray = init_ray(opts.address)
-    workers, cpw, threads = scaling(opts, ray)
+    from pipelines.resources import RayCluster
+
+    workers, cpw, threads = scaling(opts, RayCluster(ray), log)
     tracker = RunTracker(tracking_uri, record.get("experiment", opts.experiment), run_name=name,
                          run_id=record.get("run_id"))
     with tracker:
@@ -348,8 +411,8 @@ def run_training(opts: TrainOptions, log: Callable[[str], None] = print) -> dict
             tracker.log_config(cfg)
             tracker.log_params({"job.workers": workers, "job.name": name})
         record.update(name=name, run_id=tracker.run_id, experiment=tracker.experiment,
-                      tracking_uri=tracking_uri, config=cfg.to_dict(), data_root=data_root,
-                      created=record.get("created", time.time()))
+                      tracking_uri=defaults.strip_credentials(tracking_uri),  # never a password on disk
+                      config=cfg.to_dict(), data_root=data_root, created=record.get("created", time.time()))
         write_job(storage, name, record)
         progress = _Progress(log=log, tracker=tracker, epochs=cfg.train.epochs)
         result = _launch(ray, cfg, opts, storage, name, data_root, tracker.run_id, workers, cpw, threads,
@@ -366,7 +429,7 @@ def run_training(opts: TrainOptions, log: Callable[[str], None] = print) -> dict
         model_uris = _finish(tracker, cfg, result, opts, tracking_uri, progress)
     summary = {
         "run_id": tracker.run_id, "run_name": name, "experiment": tracker.experiment,
-        "experiment_id": tracker.experiment_id, "tracking_uri": tracking_uri,
+        "experiment_id": tracker.experiment_id, "tracking_uri": defaults.redact_uri(tracking_uri),
         "run_url": run_url(tracking_uri, tracker.experiment_id, tracker.run_id),
         "metrics": progress.metrics, "step": progress.step, "epochs": cfg.train.epochs,
         "model_uris": model_uris, "storage": storage, "job_path": f"{storage}/{name}",
@@ -392,7 +455,11 @@ def _job(opts: TrainOptions, storage: str) -> tuple[Config, str, dict]:
     if record is None:
         where = f"job '{opts.name}' in {storage}" if opts.name else f"any job in {storage}"
         raise UserError(f"--resume: found no {where} (see --storage and --name)")
-    cfg = build_config(base=Config.from_dict(record["config"]), overrides=opts.overrides)
+    try:
+        base = Config.from_dict(record["config"])
+    except ConfigError as exc:
+        raise UserError(f"the config in {JOB_FILE} of job '{record['name']}' in {storage} is bad: {exc}") from None
+    cfg = build_config(base=base, overrides=opts.overrides)
     return cfg, record["name"], record
 
 
@@ -467,10 +534,10 @@ def _finish(tracker, cfg: Config, result, opts: TrainOptions, tracking_uri: str,
 
 
 def run_url(tracking_uri: str, experiment_id: str | None, run_id: str | None) -> str | None:
-    """The run's page on a tracking server, else None."""
+    """The run's page on a tracking server (credentials redacted), else None."""
     if not tracking_uri.startswith(("http://", "https://")) or not run_id:
         return None
-    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{defaults.redact_uri(tracking_uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def print_summary(summary: dict, log: Callable[[str], None] = print) -> None:

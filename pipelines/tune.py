@@ -15,10 +15,10 @@ Per trial:
   a restored search continues an unfinished trial from its last checkpoint.
 
 A search lives in ``<storage>/<name>/`` (Tune's experiment folder) with ``igan_tune.json`` (name,
-parent run id, space, options, base config). ``--resume`` restores it with ``Tuner.restore``:
-finished trials are not run again. At the end the best trial's models are registered with the alias
-``champion``, and the parent run gets the results table (CSV) and a plot of the metric against each
-varied value (PNG).
+parent run id, space, options, base config; the tracking URI without its credentials). ``--resume``
+restores it with ``Tuner.restore``: finished trials are not run again. At the end the best trial's
+models are registered with the alias ``champion``, and the parent run gets the results table (CSV)
+and a plot of the metric against each varied value (PNG).
 """
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ from ray.train import UserCallback
 
 from igan.config import Config, ConfigError, apply_overrides, bounds
 from pipelines import defaults
-from pipelines.errors import UserError
+from pipelines.errors import UserError, check_writable
+from pipelines.resources import DEFAULT_WAIT_S
 
 JOB_FILE = "igan_tune.json"
 SCHEDULERS = ("asha", "pbt", "fifo")
@@ -51,8 +52,12 @@ STOP_AFTER_ENV = "IGAN_TEST_TUNE_STOP_AFTER"
 #: without warning loses at most this much bookkeeping; a finished trial whose completion was not
 #: saved yet re-reports its final checkpoint on resume instead of training again.
 STATE_SAVE_S = "5"
-#: CPUs the Tune trial function itself reserves: it only drives a TorchTrainer (the training
-#: workers reserve their own resources), so it should not take a core away from them.
+#: CPUs the Tune trial function itself reserves (``--trial-backend train``): it only drives a
+#: TorchTrainer, so it takes a sliver; Tune refuses a trial that reserves nothing. It comes out of
+#: ``--cpus-per-trial``: the trial's workers share the rest, so what a trial reserves adds up to
+#: ``--cpus-per-trial`` and concurrency counts it. (Counting 1 CPU per trial while each reserved
+#: 1.01 admitted 2 trials on 2 CPUs whose second worker group never fitted: Ray Train retried its
+#: start every 300 s, ``WorkerGroupStartupTimeoutError``, until the first trial ended.)
 TRIAL_DRIVER_CPUS = 0.01
 TRIAL_TAG = "igan.trial_id"
 JOB_TAG = "igan.tune_job"
@@ -84,6 +89,7 @@ class TuneOptions:
     register: bool = True
     verbose: int = 1
     trial_backend: str = "train"
+    wait_for_resources: float = DEFAULT_WAIT_S
 
 
 # -- the space and the trials' configs --------------------------------------------------------------
@@ -224,7 +230,7 @@ def trial_driver(config: dict, ctx: dict) -> None:
     with _ends(tracker):
         name = trial_id if resume_from is None else f"{trial_id}-{uuid.uuid4().hex[:6]}"
         w = ctx["workers"]
-        per_worker = {"CPU": ctx["cpus"] / w, **({"GPU": ctx["gpus"] / w} if ctx["gpus"] else {})}
+        per_worker = trial_worker_resources(ctx["cpus"], ctx["gpus"], w)
         loop_config = {"config": cfg.to_dict(), "data_root": ctx["data_root"], "run_id": tracker.run_id,
                        "events": events, "threads": max(1, int(ctx["cpus"] / w)), "report_every_epoch": True}
         trainer = TorchTrainer(
@@ -246,28 +252,34 @@ def trial_driver(config: dict, ctx: dict) -> None:
 
         thread = threading.Thread(target=fit, name="igan-trial-fit", daemon=True)
         thread.start()
-        stopped = None
-        while True:
-            alive = thread.is_alive()
-            busy = False
-            for ev in _drain(events, Empty):
-                busy = True
-                if ev["kind"] == "epoch":
-                    tracker.log_metrics(ev["metrics"], step=ev["epoch"])
-                    if ev.get("grid") is not None:
-                        tracker.log_image(ev["grid"], f"samples/epoch_{ev['epoch']:04d}.png")
-                elif ev["kind"] == "nonfinite":
-                    stopped = f"non-finite loss in epoch {ev['epoch']}: {ev['reason']}"
-                elif ev["kind"] == "data_error":  # the workers stopped without failing: end the trial here
-                    stopped = f"data error: {ev['reason']}"
-            for rep in _drain(reports, Empty):
-                busy = True
-                metrics = {k: v for k, v in rep["metrics"].items() if isinstance(v, (int, float))}
-                tune.report({**metrics, "mlflow_run_id": tracker.run_id}, checkpoint=rep["checkpoint"])
-            if not alive and not busy:
-                break
-            if not busy:
-                time.sleep(0.2)
+        stopped, groups = None, []
+        try:
+            while True:
+                alive = thread.is_alive()
+                busy = False
+                for ev in _drain(events, Empty):
+                    busy = True
+                    if ev["kind"] == "start" and ev.get("placement_group") is not None:
+                        groups.append(ev["placement_group"])
+                    elif ev["kind"] == "epoch":
+                        tracker.log_metrics(ev["metrics"], step=ev["epoch"])
+                        if ev.get("grid") is not None:
+                            tracker.log_image(ev["grid"], f"samples/epoch_{ev['epoch']:04d}.png")
+                    elif ev["kind"] == "nonfinite":
+                        stopped = f"non-finite loss in epoch {ev['epoch']}: {ev['reason']}"
+                    elif ev["kind"] == "data_error":  # the workers stopped without failing: end the trial here
+                        stopped = f"data error: {ev['reason']}"
+                for rep in _drain(reports, Empty):
+                    busy = True
+                    metrics = {k: v for k, v in rep["metrics"].items() if isinstance(v, (int, float))}
+                    tune.report({**metrics, "mlflow_run_id": tracker.run_id}, checkpoint=rep["checkpoint"])
+                if not alive and not busy:
+                    break
+                if not busy:
+                    time.sleep(0.2)
+        finally:
+            if thread.is_alive():  # Tune stopped the trial (ASHA, max_t) while its TorchTrainer runs
+                _release(groups)
         for q in (events, reports):
             try:
                 ray.kill(q.actor)
@@ -278,6 +290,19 @@ def trial_driver(config: dict, ctx: dict) -> None:
         if stopped:
             tracker.fail(stopped)
             raise RuntimeError(f"trial {trial_id}: {stopped}")
+
+
+def _release(groups: list) -> None:
+    """Remove the worker groups' placement groups of a trial that Tune stopped mid-run: the trial's
+    actor exits, but Ray Train (2.60) leaves its worker group's reservation behind, and on a
+    2-CPU machine the next trial or job would wait for it forever."""
+    import ray.util
+
+    for group in groups:
+        try:
+            ray.util.remove_placement_group(group)
+        except Exception:  # already removed, or Ray is shutting down
+            pass
 
 
 @contextlib.contextmanager
@@ -313,7 +338,7 @@ def local_trial(config: dict, ctx: dict) -> None:
     from igan.data.feed import make_feed
     from igan.trainer import Trainer
     from pipelines.worker import (CONFIG, META, RANK_RNG, STATE, Evaluator, _rng_state, _set_rng_state,
-                                  epoch_metrics, read_checkpoint, run_epoch)
+                                  epoch_metrics, read_checkpoint, read_rank_rng, run_epoch)
     from igan.config import dump_yaml
 
     cfg, tracker, trial_id, resume_from = _open_trial(config, ctx)
@@ -329,8 +354,7 @@ def local_trial(config: dict, ctx: dict) -> None:
         if resume_from is not None:
             with resume_from.as_directory() as d:
                 state, meta = read_checkpoint(d)
-                rng_file = Path(d) / RANK_RNG.format(0)
-                rng = torch.load(rng_file, map_location="cpu", weights_only=False) if rng_file.exists() else None
+                rng = read_rank_rng(d, 0)
             trainer.load_state_dict(state)
             if rng is not None:
                 _set_rng_state(trainer, rng)
@@ -393,9 +417,17 @@ def _one_line(exc: BaseException) -> str:
 
 
 # -- jobs -----------------------------------------------------------------------------------------
+#: The keys ``--resume`` needs from a search record.
+RECORD_KEYS = {"name": str, "parent_run_id": str, "options": dict, "config": dict}
+
+
 def read_record(storage: str, name: str) -> dict | None:
+    """The search record of ``<storage>/<name>``, or None; UserError naming the file when it is
+    not one (corrupt JSON, a key missing)."""
+    from pipelines.train import parse_record
+
     path = Path(storage) / name / JOB_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    return parse_record(path.read_bytes(), str(path), RECORD_KEYS) if path.is_file() else None
 
 
 def write_record(storage: str, name: str, record: dict) -> None:
@@ -431,9 +463,15 @@ def _job(opts: TuneOptions, storage: str) -> tuple[TuneOptions, str, dict]:
     if record is None:
         where = f"search '{opts.name}' in {storage}" if opts.name else f"any search in {storage}"
         raise UserError(f"--resume: found no {where} (see --storage and --name)")
-    stored = TuneOptions(**{**record["options"], "resume": True, "name": record["name"],
-                            "storage": storage, "verbose": opts.verbose, "address": opts.address,
-                            "tracking_uri": opts.tracking_uri or record["options"].get("tracking_uri")})
+    # the record keeps no credentials: they come back from --tracking-uri or the environment
+    tracking_uri = defaults.resume_tracking_uri(opts.tracking_uri, record["options"].get("tracking_uri"))
+    try:
+        stored = TuneOptions(**{**record["options"], "resume": True, "name": record["name"],
+                                "storage": storage, "verbose": opts.verbose, "address": opts.address,
+                                "wait_for_resources": opts.wait_for_resources, "tracking_uri": tracking_uri})
+    except TypeError as exc:  # options this igan does not know (or lacks): a damaged record
+        raise UserError(f"{Path(storage) / record['name'] / JOB_FILE} is corrupt: its options do not fit "
+                        f"({exc})") from None
     return stored, record["name"], record
 
 
@@ -460,16 +498,94 @@ def _validate(opts: TuneOptions) -> None:
                         "or use --trial-backend train")
     if opts.cpus_per_trial <= 0 or opts.gpus_per_trial < 0:
         raise UserError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+    if opts.trial_backend == "train" and opts.cpus_per_trial <= TRIAL_DRIVER_CPUS:
+        raise UserError(f"--cpus-per-trial covers the trial's driver ({TRIAL_DRIVER_CPUS:g} CPU) and its workers; "
+                        f"give more than {TRIAL_DRIVER_CPUS:g}, got {opts.cpus_per_trial:g}")
+    if opts.wait_for_resources < 0:
+        raise UserError(f"--wait-for-resources must be >= 0 seconds, got {opts.wait_for_resources:g}")
 
 
-def max_concurrent(opts: TuneOptions, cluster: dict) -> int:
-    """``--max-concurrent``, else as many trials as the cluster's CPUs (and GPUs) hold at once."""
-    if opts.max_concurrent:
-        return opts.max_concurrent
-    n = int(float(cluster.get("CPU", 1)) // opts.cpus_per_trial)
-    if opts.gpus_per_trial > 0:
-        n = min(n, int(float(cluster.get("GPU", 0)) // opts.gpus_per_trial))
+def trial_worker_resources(cpus: float, gpus: float, workers: int) -> dict[str, float]:
+    """What one Ray Train worker of a trial reserves: an equal share of the trial's CPUs left after
+    its driver's (:data:`TRIAL_DRIVER_CPUS`) and of its GPUs."""
+    return {"CPU": (cpus - TRIAL_DRIVER_CPUS) / workers, **({"GPU": gpus / workers} if gpus else {})}
+
+
+def trial_bundles(opts: TuneOptions) -> list[dict[str, float]]:
+    """Everything one trial reserves, one bundle per Ray actor: the local backend's trial process;
+    or the train backend's driver and its workers. Either way they add up to ``--cpus-per-trial``
+    and ``--gpus-per-trial``."""
+    if opts.trial_backend == "local":
+        return [{"CPU": opts.cpus_per_trial, **({"GPU": opts.gpus_per_trial} if opts.gpus_per_trial else {})}]
+    w = opts.workers_per_trial
+    return [{"CPU": TRIAL_DRIVER_CPUS}] + [trial_worker_resources(opts.cpus_per_trial, opts.gpus_per_trial, w)] * w
+
+
+def describe_trial(opts: TuneOptions) -> str:
+    """A trial's reservation in words, e.g. ``1 CPU (driver 0.01 CPU + 1 worker x (0.99 CPU))``."""
+    from pipelines.resources import describe, total
+
+    bundles = trial_bundles(opts)
+    if opts.trial_backend == "local":
+        return describe(bundles[0])
+    w = opts.workers_per_trial
+    return (f"{describe(total(bundles))} (driver {TRIAL_DRIVER_CPUS:g} CPU + {w} worker{'s' if w > 1 else ''} "
+            f"x ({describe(bundles[1])}))")
+
+
+def concurrency(opts: TuneOptions, cluster, log: Callable[[str], None] = print, **wait) -> int:
+    """Trials at once: as many as the cluster can hold of what one trial reserves (its driver and
+    workers, :func:`trial_bundles`), at most ``--max-concurrent`` and ``--num-samples``. A
+    ``--max-concurrent`` the cluster can never hold is cut, saying why; on a cluster that may grow
+    without a published limit it is kept. When not even one trial fits yet, asks the autoscaler and
+    waits like ``igan train`` (``wait``: see :func:`pipelines.resources.ensure_resources`).
+    UserError when no trial can ever fit, ResourceWaitTimeout when none fitted in time."""
+    from pipelines.resources import copies_that_fit, ensure_resources
+
+    one = trial_bundles(opts)
+    limit = min(opts.max_concurrent or opts.num_samples, opts.num_samples)
+    most = most_trials(cluster, one, limit)
+    if most is not None:
+        n = most
+    elif opts.max_concurrent:  # a cluster that may grow: as many as asked
+        n = limit
+    else:  # as many as it holds once one fits (decided below)
+        n = None
+    ensure_resources(cluster, one, f"a trial: {describe_trial(opts)}", opts.wait_for_resources, "igan tune", log,
+                     request=one * max(1, n or 1), **wait)
+    if most is not None and opts.max_concurrent and most < limit:
+        log(f"igan tune: --max-concurrent {opts.max_concurrent}, but the cluster can hold {most} trial"
+            f"{'s' if most > 1 else ''} at once (each reserves {describe_trial(opts)}; the cluster has "
+            f"{_capacity(cluster, one)}): running {most} at once")
+    now = copies_that_fit(one, cluster.nodes(), limit)
+    n = now if n is None else n
+    if n > now:
+        log(f"igan tune: {n} trials at once; the cluster holds {now} now, the others' workers wait for nodes "
+            "to join (Ray Train asks the autoscaler for them)")
     return max(1, n)
+
+
+def most_trials(cluster, one: list[dict], limit: int) -> int | None:
+    """The most trials (``one`` trial's bundles each) the cluster can ever hold at once, at most
+    ``limit``: what its nodes hold for a Ray started here, what its autoscaler's node types add up
+    to where it publishes them; None when unknown (nodes may join)."""
+    from pipelines.resources import copies_that_fit, copies_within
+
+    if cluster.fixed():
+        return copies_that_fit(one, cluster.nodes(), limit)
+    ceiling = cluster.ceiling()
+    return min(limit, copies_within(one, ceiling)) if ceiling is not None else None
+
+
+def _capacity(cluster, bundles: list[dict]) -> str:
+    """What the cluster has (a Ray started here) or can have (the autoscaler's ceiling) of the
+    resources ``bundles`` use, e.g. ``2 CPU`` or ``at most 16 GPU + 384 CPU``."""
+    from pipelines.resources import describe, total
+
+    keys = [k for k in ("GPU", "CPU") if total(bundles).get(k)]
+    if cluster.fixed():
+        return describe(total(cluster.nodes()), keys)
+    return "at most " + describe(cluster.ceiling() or {}, keys)
 
 
 def pbt_mutations(space: dict, keys: list[str]) -> dict:
@@ -546,6 +662,7 @@ def run_search(opts: TuneOptions, log: Callable[[str], None] = print) -> dict:
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
     storage = resolve_storage(opts.storage)
     opts, name, record = _job(opts, storage)
+    check_writable(storage, "--storage")
     tracking_uri = defaults.resolve_tracking_uri(opts.tracking_uri)
     try:
         search, space = resolve_search(opts, record.get("config"))
@@ -556,14 +673,15 @@ def run_search(opts: TuneOptions, log: Callable[[str], None] = print) -> dict:
     data_root = ensure_data(search.base, opts.data or record.get("data_root"), log=log)
     if data_root is not None and not record:
         search.base = apply_overrides(search.base, [f"data.path={data_root}"])
-    if tracking_uri.startswith(("http://", "https://")):
-        from pipelines.registry import check_tracking_uri
+    from pipelines.registry import check_tracking_uri
 
-        check_tracking_uri(tracking_uri)
+    check_tracking_uri(tracking_uri, must_exist=False)
     from pipelines.tracking import RunTracker
 
     ray = init_ray(opts.address)
-    concurrent = max_concurrent(opts, ray.cluster_resources())
+    from pipelines.resources import RayCluster
+
+    concurrent = concurrency(opts, RayCluster(ray), log)
     parent = RunTracker(tracking_uri, opts.experiment, run_name=name, run_id=record.get("parent_run_id"),
                         tags={JOB_TAG: name, "igan.kind": "tune"})
     parent.start()
@@ -576,11 +694,13 @@ def run_search(opts: TuneOptions, log: Callable[[str], None] = print) -> dict:
                                "tune.workers_per_trial": opts.workers_per_trial,
                                "tune.cpus_per_trial": opts.cpus_per_trial, "tune.seed": opts.seed,
                                **{f"tune.space.{k}": _describe(v) for k, v in space.items()}})
+            stored_uri = defaults.strip_credentials(tracking_uri)  # never a password on disk
             record = {"name": name, "parent_run_id": parent.run_id, "experiment": opts.experiment,
-                      "tracking_uri": tracking_uri, "space": search.space_name, "preset": search.preset,
+                      "tracking_uri": stored_uri, "space": search.space_name, "preset": search.preset,
                       "config": search.base.to_dict(), "data_root": data_root, "created": time.time(),
-                      "options": {k: v for k, v in asdict(opts).items()
-                                  if k not in ("resume", "name", "storage", "verbose", "address")}}
+                      "options": {**{k: v for k, v in asdict(opts).items()
+                                     if k not in ("resume", "name", "storage", "verbose", "address",
+                                                  "wait_for_resources")}, "tracking_uri": stored_uri}}
             write_record(storage, name, record)
         ctx = _context(search, opts, name, storage, data_root, tracking_uri, parent, parent.experiment_id)
         log(f"igan tune: {'resuming' if opts.resume else 'starting'} search '{name}': space {search.space_name} "
@@ -785,7 +905,8 @@ def _finish(parent, search: Search, grid, rows: list[dict], ctx: dict, opts: Tun
         + ", ".join(f"{k}={_fmt(v)}" for k, v in varied.items()))
     for kind, uri in model_uris.items():
         log(f"  {kind + ':':13} {uri} (alias champion)")
-    log(f"  MLflow parent run: {parent.run_id} ('{name}') in experiment '{opts.experiment}' at {tracking_uri}")
+    log(f"  MLflow parent run: {parent.run_id} ('{name}') in experiment '{opts.experiment}' at "
+        f"{defaults.redact_uri(tracking_uri)}")
     log(f"  search folder: {storage}/{name}")
     return {
         "name": name, "space": search.space_name, "preset": search.preset, "scheduler": opts.scheduler,
@@ -793,7 +914,8 @@ def _finish(parent, search: Search, grid, rows: list[dict], ctx: dict, opts: Tun
         "best_test_value": best[reported_metric(search.metric)],
         "best_trial": best["trial"], "best_run_id": best["run_id"], "best_config": varied,
         "best_full_config": best_cfg.flat(), "model_uris": model_uris, "parent_run_id": parent.run_id,
-        "experiment": opts.experiment, "tracking_uri": tracking_uri, "path": f"{storage}/{name}",
+        "experiment": opts.experiment, "tracking_uri": defaults.redact_uri(tracking_uri),
+        "path": f"{storage}/{name}",
         "trials": [{k: v for k, v in r.items() if k != "_result"} for r in rows],
     }
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from igan.checkpoint import read_state
 from igan.config import Config, dump_yaml
 from igan.data.feed import EVAL_BATCH, domain_training_data, load_test_role, make_feed
 from igan.data.manifest import ShardDataError
@@ -66,7 +67,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         feed, evaluator, init_batch = open_data(cfg, loop_config.get("data_root"), rank, world)
         trainer, done = build(cfg, init_batch, rank, world)
         events.send("start", epochs_done=done, step=trainer.step, steps_per_epoch=len(feed), world_size=world,
-                    epochs=cfg.train.epochs, nodes=node_ids(world))
+                    epochs=cfg.train.epochs, nodes=node_ids(world), placement_group=_placement_group())
         train_epochs(trainer, feed, evaluator, cfg, done, rank, world, events, loop_config)
     except AgreedDataError as exc:  # every rank is here: end without an exception, so it is not retried
         events.send("data_error", reason=str(exc))
@@ -135,6 +136,14 @@ def node_ids(world: int) -> list[str]:
     ids: list = [None] * world
     dist.all_gather_object(ids, mine)
     return ids
+
+
+def _placement_group():
+    """The placement group this worker group runs in (None outside one): a Tune trial that is stopped
+    while its TorchTrainer still runs removes it, or its resources would stay reserved."""
+    import ray.util
+
+    return ray.util.get_current_placement_group() if ray.is_initialized() else None
 
 
 def _wrapper(world: int):
@@ -463,9 +472,18 @@ def save_checkpoint(trainer: Trainer, cfg: Config, epochs_done: int, rank: int, 
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
-    """``(state, meta)`` of a checkpoint folder (local path)."""
+    """``(state, meta)`` of a checkpoint folder (local path). ``state.pt`` is read without running
+    code (:func:`igan.checkpoint.read_state`: CheckpointError, one line, for a file holding more than
+    tensors and plain values)."""
     path = Path(path)
-    return torch.load(path / STATE, map_location="cpu", weights_only=False), json.loads((path / META).read_text())
+    return read_state(path / STATE), json.loads((path / META).read_text())
+
+
+def read_rank_rng(path: str | Path, rank: int) -> dict | None:
+    """Rank ``rank``'s RNG state saved in checkpoint folder ``path`` (read like ``state.pt``), or
+    None when that rank saved none (the world size changed)."""
+    rng_file = Path(path) / RANK_RNG.format(rank)
+    return read_state(rng_file) if rng_file.exists() else None
 
 
 def restore(trainer: Trainer, cfg: Config, rank: int) -> int | None:
@@ -478,8 +496,7 @@ def restore(trainer: Trainer, cfg: Config, rank: int) -> int | None:
         return None
     with ckpt.as_directory() as d:
         state, meta = read_checkpoint(d)
-        rng_file = Path(d) / RANK_RNG.format(rank)
-        rng = torch.load(rng_file, map_location="cpu", weights_only=False) if rng_file.exists() else None
+        rng = read_rank_rng(d, rank)
     trainer.load_state_dict(state)
     done = int(meta["epochs_done"])
     if rng is not None:

@@ -1,6 +1,8 @@
-"""Shared fixtures. ``mlflow_server``: a real ``mlflow server`` on 127.0.0.1 for the whole session."""
+"""Shared fixtures. ``mlflow_server``: a real ``mlflow server`` on 127.0.0.1 for the whole session;
+``own_mlflow_server``: one for a single test module."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -8,6 +10,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -26,12 +30,11 @@ def _healthy(url: str) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
+@contextlib.contextmanager
+def running_mlflow_server(root: Path) -> Iterator[str]:
     """Start ``mlflow server`` (this venv's MLflow) on a free port of 127.0.0.1 with a sqlite backend
-    and a local ``--artifacts-destination`` in a temporary folder; wait for ``/health``; yield its
-    URI (``http://127.0.0.1:PORT``); stop its whole process group after the session."""
-    root = tmp_path_factory.mktemp("mlflow_server")
+    and a local ``--artifacts-destination`` in ``root``; wait for ``/health``; yield its URI
+    (``http://127.0.0.1:PORT``); stop its whole process group on leaving."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "mlflow", "server",
@@ -67,6 +70,22 @@ def mlflow_server(tmp_path_factory):
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real ``mlflow server`` on 127.0.0.1 for the whole session (:func:`running_mlflow_server`);
+    yields its URI (``http://127.0.0.1:PORT``)."""
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow_server")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def own_mlflow_server(tmp_path_factory):
+    """A real ``mlflow server`` for one test module alone: for tests whose registered models would
+    change the versions other modules expect on the shared :func:`mlflow_server`."""
+    with running_mlflow_server(tmp_path_factory.mktemp("own_mlflow_server")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import json
 import os
 
 import pytest
+from cli_run import run_cli
 from fixtures_formats import make_cifar10, make_imagenet, make_mnist, make_svhn
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("igan_home")]
@@ -49,11 +50,7 @@ def ray_with_weights(inception_weights_file):
 
 def igan(capsys, *argv: str) -> dict:
     """Run the ``igan`` CLI in this process; its exit status must be 0; returns its --json result."""
-    from pipelines import cli
-
-    capsys.readouterr()
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
+    code, out, err = run_cli(capsys, *argv)
     assert code == 0, f"igan {' '.join(argv[:2])} exited {code}: {err[-2000:]}"
     return json.loads(out.strip().splitlines()[-1])
 

@@ -38,6 +38,17 @@ def test_minibatch_discrimination_groups_are_independent():
     assert not torch.allclose(grouped, layer(torch.cat([a, b])))
 
 
+@pytest.mark.parametrize("n", [1, 3, 4, 10, 12])
+def test_minibatch_discrimination_int_group_size_is_consecutive_groups(n):
+    """``group_sizes=b`` (what a registered classifier uses, exportable for any batch size) gives
+    the statistics of consecutive groups of ``b`` rows, the last one shorter."""
+    torch.manual_seed(0)
+    mbd = MinibatchDiscrimination(6, 5, 3)
+    x = torch.randn(n, 6)
+    sizes = [4] * (n // 4) + ([n % 4] if n % 4 else [])
+    torch.testing.assert_close(mbd(x, 4), mbd(x, sizes))
+
+
 def test_minibatch_discrimination_authors_initialisation():
     torch.manual_seed(0)
     layer = MinibatchDiscrimination(200, 100, 5)

@@ -7,6 +7,9 @@ machine").
 - ``igan train --address ...`` while the second node is killed mid-run (SIGKILL to its whole process
   group, after the first checkpoint): Ray Train restarts the worker group from the latest checkpoint
   on the head and a replacement node, and the job ends exactly as an uninterrupted run does.
+- ``igan train --gpus-per-worker 1`` on this GPU-less cluster: a short ``--wait-for-resources`` ends
+  with one line and exit 1; a longer one waits, saying what for, until a node with a (logical) GPU
+  joins (``ray start --num-gpus 1``), then goes on to start its worker.
 
 The cluster is private to this module: its own temp dir (so ``ray.init()`` elsewhere never finds it),
 free ports, token authentication with a token of its own, 1 CPU per node, and teardown by process
@@ -95,8 +98,8 @@ class Cluster:
     def dashboard(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
-    def start_node(self, name: str, head: bool = False) -> None:
-        cmd = [str(BIN / "ray"), "start", "--block", "--num-cpus=1", "--node-ip-address=127.0.0.1",
+    def start_node(self, name: str, head: bool = False, extra: tuple[str, ...] = ()) -> None:
+        cmd = [str(BIN / "ray"), "start", "--block", "--num-cpus=1", *extra, "--node-ip-address=127.0.0.1",
                f"--temp-dir={self.base / name}", "--object-store-memory=100000000", "--disable-usage-stats",
                "--include-log-monitor=false", f"--dashboard-agent-listen-port={_free_port()}"]
         if head:
@@ -310,3 +313,44 @@ def test_unreachable_address_is_a_one_line_error(tmp_path):
                          timeout=300)
     assert res.returncode == 2, res.stderr[-3000:]
     assert "cannot reach the Ray cluster" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_train_waits_for_a_gpu_node_to_join(cluster, digits):
+    """The cluster has no GPU and publishes no autoscaler limits, so nodes may still join: igan train
+    asks and waits (not the old refusal), bounded by --wait-for-resources."""
+    def args(name: str, wait: str) -> list[str]:
+        return [str(BIN / "igan"), "train", "--address", cluster.address, "--gpus-per-worker", "1",
+                "--wait-for-resources", wait, "--max-failures", "0", "--data", digits, "--no-register",
+                "--storage", str(cluster.base / "storage"), "--name", name,
+                "--tracking-uri", f"sqlite:///{cluster.base}/gpu-wait.db", *[a for kv in TINY for a in ("--set", kv)]]
+
+    res = subprocess.run(args("gpu-short", "3"), cwd=cluster.base, env=cluster.env, capture_output=True, text=True,
+                         timeout=JOB_TIMEOUT)
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("igan train")]
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert lines[-1].startswith("igan train: error: waited 3s for 1 worker x (1 GPU + 1 CPU), but the cluster "
+                                "still has 0 GPU"), res.stderr[-3000:]
+    assert "Traceback" not in res.stderr
+
+    err_path = cluster.base / "gpu-wait.log"  # its progress lines go to stdout, Ray's to stderr
+    with open(err_path, "wb") as err:
+        driver = subprocess.Popen(args("gpu-wait", str(JOB_TIMEOUT)), cwd=cluster.base, env=cluster.env,
+                                  stdout=err, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + JOB_TIMEOUT
+        while "waiting up to" not in _tail(err_path):
+            assert driver.poll() is None, f"igan train exited with {driver.returncode}:\n{_tail(err_path)}"
+            assert time.monotonic() < deadline, f"igan train did not start waiting:\n{_tail(err_path)}"
+            time.sleep(0.5)
+        assert "for 1 worker x (1 GPU + 1 CPU) (the cluster has 0 GPU + 2 CPU now)" in _tail(err_path)
+        cluster.start_node("gpu", extra=("--num-gpus=1",))  # a logical GPU: this test only needs Ray to count it
+        while "has room for 1 worker x (1 GPU + 1 CPU)" not in _tail(err_path):
+            assert driver.poll() is None, f"igan train exited with {driver.returncode}:\n{_tail(err_path)}"
+            assert time.monotonic() < deadline, f"igan train did not see the GPU node:\n{_tail(err_path)}"
+            time.sleep(0.5)
+    finally:
+        if driver.poll() is None:  # its worker would now need CUDA, which this machine does not have
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+        if "gpu" in cluster.procs:
+            cluster.kill_node("gpu")

@@ -2,18 +2,18 @@
 ``mlflow server``: versions and aliases, URI forms, PNG sizes, scores, one-line errors."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 
 import pytest
+from cli_run import run_cli
 import torch
 from PIL import Image
 
 from igan.config import apply_overrides
 from igan.presets import get_preset
 from igan.trainer import Trainer
-from pipelines import cli, registry
+from pipelines import registry
 from pipelines.errors import UserError
 from pipelines.tracking import RunTracker
 
@@ -42,13 +42,7 @@ def registered(mlflow_server):
 
 
 def igan(capsys, monkeypatch, *argv) -> tuple[int, str, str]:
-    """Run the real CLI in-process (only the commands that exist yet); (status, stdout, stderr)."""
-    present = {k: v for k, v in cli.COMMANDS.items() if importlib.util.find_spec(f"pipelines.cmd_{k}")}
-    monkeypatch.setattr(cli, "COMMANDS", present)
-    capsys.readouterr()
-    code = cli.main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    return run_cli(capsys, *argv)
 
 
 def test_versions_and_latest_alias(registered, mlflow_server):

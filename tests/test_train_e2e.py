@@ -220,7 +220,8 @@ def test_cli_errors_are_one_line(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO), IGAN_HOME=str(tmp_path))
     for args, needle in ((["--preset", "nope"], "unknown preset"), (["--set", "train.epochs=0"], "train.epochs"),
                          (["--resume", "--storage", str(tmp_path / "none")], "--resume"),
-                         (["--workers", "0"], "--workers")):
+                         (["--workers", "0"], "--workers"),
+                         (["--preset", "digits", "--work", "2"], "unrecognized arguments: --work")):  # no prefix match
         res = subprocess.run([sys.executable, "-m", "pipelines.cli", "train", *args], env=env,
                              capture_output=True, text=True, timeout=120)
         assert res.returncode == 2, res.stderr

@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import math
+import time
 
 import pytest
 
@@ -122,10 +123,16 @@ def test_asha_search_stopped_and_resumed(ray_local, tmp_path, tracking_server, d
     assert "trial" in out.err and "val_ssl_error" in out.err  # the table was printed (stderr with --json)
 
 
+def _reserved_groups(ray) -> list:
+    return [g for g in ray.util.placement_group_table().values() if g["state"] == "CREATED"]
+
+
 def test_train_backend_trial(ray_local, tmp_path, tracking_server, digits_data, capsys):
-    """One trial the default way: the Tune trial drives a Ray Train TorchTrainer."""
+    """One trial the default way: the Tune trial drives a Ray Train TorchTrainer. ASHA stops it at
+    max_t inside its last report, while the TorchTrainer still runs: the worker group's reservation
+    must not outlive the trial (it would hold the CPUs of every later trial and job)."""
     client = _client(tracking_server)
-    rc = _igan(_args(tmp_path, tracking_server, digits_data, "train1", "--num-samples", "1", "--scheduler", "fifo",
+    rc = _igan(_args(tmp_path, tracking_server, digits_data, "train1", "--num-samples", "1",
                      "--no-register", "--json"))
     out = capsys.readouterr()
     assert rc == 0, out.err[-3000:]
@@ -134,6 +141,32 @@ def test_train_backend_trial(ray_local, tmp_path, tracking_server, digits_data, 
     run = client.get_run(summary["best_run_id"])
     assert run.info.status == "FINISHED" and run.data.params["tune.trial_backend"] == "train"
     assert _history(client, run.info.run_id) == [1, 2] and _history(client, run.info.run_id, "loss_d") == [1, 2]
+    deadline = time.monotonic() + 60  # removal is asynchronous
+    while _reserved_groups(ray_local) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _reserved_groups(ray_local)
+
+
+def test_train_backend_two_trials_at_once_on_two_cpus(ray_local, tmp_path, tracking_server, digits_data, capsys):
+    """The default backend with 2 trials at once on this 2-CPU Ray: each trial's driver and worker
+    together reserve --cpus-per-trial, so both worker groups are placed at once. (A driver's 0.01 CPU
+    on top of a 1-CPU worker left the second worker group waiting for the first trial's CPU, Ray
+    Train retrying its start on WorkerGroupStartupTimeoutError.) Ray's placement group table shows
+    it: every placement group of the search was placed at its first scheduling attempt."""
+    before = set(ray_local.util.placement_group_table())
+    args = _args(tmp_path, tracking_server, digits_data, "two", "--num-samples", "2", "--scheduler", "fifo",
+                 "--no-register", "--json")
+    args[args.index("--max-concurrent") + 1] = "2"
+    rc = _igan(args)
+    out = capsys.readouterr()
+    assert rc == 0, out.err[-3000:]
+    summary = json.loads(out.out.strip().splitlines()[-1])
+    assert [t["status"] for t in summary["trials"]] == ["TERMINATED"] * 2
+    assert "up to 2 at once" in out.err
+    groups = {pg: t for pg, t in ray_local.util.placement_group_table().items() if pg not in before}
+    workers = [t for t in groups.values() if list(t["bundles"].values()) != [{"CPU": 0.01}]]  # not a trial driver
+    assert len(workers) == 2, groups  # one worker group per trial: none timed out and was made again
+    assert all(t["stats"]["scheduling_attempt"] == 1 for t in groups.values()), groups
 
 
 def test_pbt_search(ray_local, tmp_path, tracking_server, digits_data, capsys):

@@ -33,7 +33,6 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchvision.models.inception import Inception3, InceptionA, InceptionC, InceptionE
 
 ENV_WEIGHTS = "IGAN_INCEPTION_WEIGHTS"

@@ -82,7 +82,9 @@ class Discriminator(nn.Module):
     """Base discriminator: ``forward(x, group_sizes=None) -> (logits [N, K or 1], features [N, F])``.
 
     ``features`` is the hidden layer selected by ``techniques.fm_layer`` (for feature matching).
-    ``group_sizes`` splits the batch into independent minibatches for minibatch discrimination.
+    ``group_sizes`` splits the batch into independent minibatches for minibatch discrimination
+    (sizes, or an int for consecutive groups of that many rows: see
+    :class:`~igan.layers.MinibatchDiscrimination`).
     """
 
     def __init__(self, cfg: Config):
@@ -97,7 +99,7 @@ class Discriminator(nn.Module):
         return hidden[self.fm_layer].flatten(1)
 
     def join_minibatch_statistics(self, h: torch.Tensor, layer_outputs: list[torch.Tensor],
-                                  group_sizes: list[int] | None) -> torch.Tensor:
+                                  group_sizes: list[int] | int | None) -> torch.Tensor:
         """``h`` ``[N, F]`` with the minibatch-discrimination statistics of ``layer_outputs[mbd_layer]``
         appended (``[N, F + mbd_kernels]``); ``h`` itself when ``self.mbd`` (set by the subclass) is None."""
         if self.mbd is None:

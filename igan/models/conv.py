@@ -71,7 +71,7 @@ class ConvDiscriminator(Discriminator):
             h = F.leaky_relu(layer(h), 0.2)
         return h
 
-    def forward(self, x: torch.Tensor, group_sizes: list[int] | None = None):
+    def forward(self, x: torch.Tensor, group_sizes: list[int] | int | None = None):
         h = self.input_dropout(self.input_noise(x))
         h1 = self._run(self.stage1, h)                    # [N, w1, S/2, S/2]
         h2 = self._run(self.stage2, self.dropout(h1))     # [N, w2, S/4, S/4]

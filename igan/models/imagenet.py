@@ -30,7 +30,7 @@ class StridedDiscriminator(Discriminator):
         self.mbd = MinibatchDiscrimination(c_in, t.mbd_kernels, t.mbd_dim) if t.minibatch_discrimination else None
         self.out = dense(cfg, c_in + (t.mbd_kernels if self.mbd else 0), self.num_logits, last=True)
 
-    def forward(self, x: torch.Tensor, group_sizes: list[int] | None = None):
+    def forward(self, x: torch.Tensor, group_sizes: list[int] | int | None = None):
         h, hidden = self.input_noise(x), []
         for layer in self.layers:
             h = F.leaky_relu(layer(h), 0.2)

@@ -47,7 +47,7 @@ class MLPDiscriminator(Discriminator):
         self.mbd = mlp_minibatch_discrimination(cfg)
         self.out = dense(cfg, n_in + (t.mbd_kernels if self.mbd else 0), self.num_logits, last=True)
 
-    def forward(self, x: torch.Tensor, group_sizes: list[int] | None = None):
+    def forward(self, x: torch.Tensor, group_sizes: list[int] | int | None = None):
         h = self.input_noise(x.flatten(1))
         hidden, noisy = [], []
         for layer in self.layers:

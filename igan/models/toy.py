@@ -40,7 +40,7 @@ class ToyDiscriminator(Discriminator):
         self.mbd = mlp_minibatch_discrimination(cfg)
         self.out = nn.Linear(n_in + (t.mbd_kernels if self.mbd else 0), self.num_logits)
 
-    def forward(self, x: torch.Tensor, group_sizes: list[int] | None = None):
+    def forward(self, x: torch.Tensor, group_sizes: list[int] | int | None = None):
         h, hidden = x, []
         for layer in self.layers:
             h = F.leaky_relu(layer(h), 0.2)

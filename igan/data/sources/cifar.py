@@ -1,8 +1,12 @@
 """CIFAR-10, python version: the extracted ``cifar-10-batches-py`` folder (or its parent) or the
 original ``cifar-10-python.tar.gz``. Batches are pickles of ``{data: uint8 [10000, 3072] (R, G, B
-planes of 32x32, row-major), labels: [10000]}``; ``batches.meta`` holds ``label_names``."""
+planes of 32x32, row-major), labels: [10000]}``; ``batches.meta`` holds ``label_names``.
+
+The pickles come from wherever ``--src`` points, so they are read with :class:`NumpyUnpickler`,
+which builds plain containers and NumPy arrays only: a crafted batch cannot run code."""
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import tarfile
@@ -18,6 +22,38 @@ SPLIT_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test
 META = "batches.meta"
 
 
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle references a global outside :data:`NumpyUnpickler.ALLOWED`."""
+
+
+class NumpyUnpickler(pickle.Unpickler):
+    """An unpickler that builds only plain containers (dict, list, tuple, bytes, str, int, float,
+    bool, None) and NumPy arrays: every global other than what rebuilding an ``ndarray`` needs is
+    refused with :class:`UnsafePickleError`, so a pickle cannot call anything (``os.system``,
+    ``exec`` ...) while it loads. ``codecs.encode`` (``_codecs.encode`` in protocol-2 pickles written
+    by Python 3) is admitted because such pickles store ``bytes``, e.g. an array's buffer, as
+    latin-1 text that it re-encodes; a codec name only selects a module of the stdlib ``encodings``
+    package."""
+
+    ALLOWED = frozenset({
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("codecs", "encode"), ("_codecs", "encode"),
+    })
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise UnsafePickleError(f"refused global {module}.{name} (only NumPy arrays and plain values are read)")
+        if module == "numpy.core.multiarray":  # NumPy 1's name, written by older pickles
+            module = "numpy._core.multiarray"
+        return super().find_class(module, name)
+
+
+def load_numpy_pickle(raw: bytes):
+    """The object pickled in ``raw`` (Python 2 pickles: ``str`` read as bytes), built by
+    :class:`NumpyUnpickler`; UnsafePickleError when it references anything else."""
+    return NumpyUnpickler(io.BytesIO(raw), encoding="bytes").load()
+
+
 def _get(d: dict, name: str):
     """Value of ``name`` in a pickle dict written by Python 2 (bytes keys) or 3 (str keys)."""
     if name in d:
@@ -30,7 +66,7 @@ def _get(d: dict, name: str):
 def parse_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Images ``uint8 [N, 32, 32, 3]`` and labels ``int64 [N]`` of one pickled batch."""
     try:
-        d = pickle.loads(raw, encoding="bytes")
+        d = load_numpy_pickle(raw)
         data = np.asarray(_get(d, "data"), dtype=np.uint8)
         labels = np.asarray(_get(d, "labels"), dtype=np.int64)
     except Exception as exc:
@@ -104,8 +140,11 @@ class Cifar10Source(Source):
             return default
         raw = _archive(self.root)[META] if os.path.isfile(self.root) else open(os.path.join(self.root, META), "rb").read()
         try:
-            names = _get(pickle.loads(raw, encoding="bytes"), "label_names")
+            names = _get(load_numpy_pickle(raw), "label_names")
             return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+        except UnsafePickleError as exc:  # not merely unusable: someone crafted it
+            where = f"{self.root}:{META}" if os.path.isfile(self.root) else os.path.join(self.root, META)
+            raise SourceError(f"{where} is not CIFAR-10's {META} ({describe_error(exc)})") from None
         except Exception:
             return default
 
