@@ -57,6 +57,8 @@ class DataConfig:
     shuffle_buffer: int = _f(2000, low=0, help="streaming shuffle buffer (samples)")
     loader_workers: int = _f(0, low=0, high=64, help="DataLoader worker processes per train worker")
     decode_threads: int = _f(2, low=1, high=64, help="threads decoding each streamed batch (per loader worker)")
+    verify_shards: bool = _f(True, help="check every shard's sha256 against its manifest each time it is read "
+                                        "(sample counts, labels and names are checked either way)")
 
 
 @dataclass

@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="samples per shard (default: digits 256, imagenet 1000, others 5000)")
     parser.add_argument("--crop", choices=("center", "squash"), default="center",
                         help="center: shorter side to N then the central NxN; squash: whole image to NxN")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into DIR/<split>/ even when it holds files igan shard did not write "
+                             "(only <split>-NNNNNN.tar and manifest.json are replaced; other files are kept)")
     parser.add_argument("--address", metavar="ADDR",
                         help="Ray cluster to run on (default: $RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--no-progress", action="store_true", help="hide Ray Data's progress bars")
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     manifests = shard_dataset(args.dataset, args.out, src=args.src, split=args.split,
                               image_size=args.image_size, samples_per_shard=args.samples_per_shard,
                               address=args.address, crop=args.crop, progress=not args.no_progress,
-                              log=print)
+                              overwrite=args.overwrite, log=print)
     if args.json:
         from igan.data.storage import join
 

@@ -8,9 +8,16 @@ task per shard, spread over the cluster's CPUs): read -> decode -> resize/crop -
 Finish (driver): ``manifest.json``, written last.
 
 Rerunning the same command after a crash finds the shards whose progress record matches the plan
-and whose file has the recorded size, keeps them, deletes leftover temporary files and stale
+and whose file has the recorded sha256, keeps them, deletes leftover temporary files and stale
 shards, and redoes only the rest: no duplicates, no half shards. The manifest is removed when work
 starts, so a folder with a manifest is always complete.
+
+What it touches. Only its own names in ``DIR/<split>/``: ``<split>-NNNNNN.tar``, their temporary
+names ``<split>-NNNNNN.tar.tmp-<pid>-<8 hex>``, ``manifest.json`` (and its temporary names) and
+``.progress/``; any other file there (e.g. ILSVRC's per-class ``n*.tar`` archives) is kept. A split
+folder that already holds files but no progress records was not started by ``igan shard``: it is
+refused unless ``overwrite`` (``--overwrite``) is given. The whole run holds a lock on ``DIR``
+(:mod:`pipelines.shard_lock`), so a second run on the same ``--out`` stops at once.
 """
 from __future__ import annotations
 
@@ -18,9 +25,11 @@ import hashlib
 import json
 import os
 import pickle
+import re
 import sys
 import tarfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -30,8 +39,11 @@ from igan.data.sources import Entry, Source, SourceError, get_source
 from igan.data.sources.base import describe_error
 from igan.data.storage import Folder, is_uri
 from pipelines.errors import UserError
+from pipelines.shard_lock import ShardLock
 
 PROGRESS = ".progress"
+_TMP = r"\.tmp-\d+-[0-9a-f]+"  # what write_shard and Folder.write_bytes_atomic append
+HASH_THREADS = 8  # rereading finished shards to check their hash: I/O-bound on object stores
 
 
 @dataclass(frozen=True)
@@ -124,8 +136,16 @@ def write_shard(source: Source, params: ShardParams, out: Folder, split: str, in
     return result
 
 
-def _completed(folder: Folder, name: str, fingerprint: str, files: set[str]) -> dict | None:
-    """The progress record of shard ``name`` when it is complete and matches ``fingerprint``."""
+def own_names(split: str) -> tuple[re.Pattern, re.Pattern]:
+    """``(shard, temporary)``: the patterns of the names ``igan shard`` writes in a split folder —
+    ``<split>-NNNNNN.tar``, and the temporary names of those and of ``manifest.json``."""
+    shard = rf"{re.escape(split)}-\d{{6,}}\.tar"
+    return re.compile(rf"^{shard}$"), re.compile(rf"^(?:{shard}|{re.escape(MANIFEST)}){_TMP}$")
+
+
+def _recorded(folder: Folder, name: str, fingerprint: str, files: set[str]) -> dict | None:
+    """The progress record of shard ``name`` when the file is there with the recorded size and the
+    record matches ``fingerprint`` (the content is checked by :func:`_completed`)."""
     if name not in files:
         return None
     try:
@@ -135,6 +155,45 @@ def _completed(folder: Folder, name: str, fingerprint: str, files: set[str]) -> 
     except (OSError, ValueError):
         pass
     return None
+
+
+def file_sha256(folder: Folder, name: str) -> str:
+    """sha256 hex digest of the file ``name`` in ``folder``, read in 1 MiB pieces."""
+    h = hashlib.sha256()
+    with folder.open_read(name) as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _completed(folder: Folder, candidates: dict[int, dict]) -> dict[int, dict]:
+    """The records of ``candidates`` (index -> progress record) whose file hashes to the recorded
+    sha256: a finished shard is reused for its content, not for its size."""
+    def matches(item: tuple[int, dict]) -> bool:
+        try:
+            return file_sha256(folder, item[1]["name"]) == item[1].get("sha256")
+        except OSError:
+            return False
+
+    items = sorted(candidates.items())
+    with ThreadPoolExecutor(max_workers=HASH_THREADS) as pool:
+        ok = list(pool.map(matches, items))
+    return {i: rec for (i, rec), good in zip(items, ok) if good}
+
+
+def check_ours(folder: Folder, split: str, overwrite: bool) -> None:
+    """UserError when the split folder holds files but no progress records (``igan shard`` did
+    not start it) and ``overwrite`` is false. Its own leftover temporary files do not count."""
+    _, tmp = own_names(split)
+    present = [f for f in folder.list() if f != PROGRESS and not tmp.match(f)]
+    if not present or overwrite:
+        return
+    if any(n.endswith(".json") for n in folder.sub(PROGRESS).list()):
+        return
+    shown = ", ".join(present[:3]) + (f" and {len(present) - 3} more" if len(present) > 3 else "")
+    raise UserError(f"{folder.url} holds files igan shard did not write ({shown}); pass --overwrite to write "
+                    f"the shards there anyway (it replaces only {split}-NNNNNN.tar and manifest.json and keeps "
+                    "everything else), or choose an empty --out")
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -183,7 +242,7 @@ def shard_dataset(dataset: str, out: str, src: str | None = None, split: str | N
                   image_size: int | None = None, samples_per_shard: int | None = None,
                   address: str | None = None, *, crop: str = "center", quality: int = imaging.JPEG_QUALITY,
                   progress: bool = True, log: Callable[[str], None] | None = None,
-                  engine: str = "ray", _crash_at_shard: int | None = None) -> list[dict]:
+                  engine: str = "ray", overwrite: bool = False, _crash_at_shard: int | None = None) -> list[dict]:
     """Shard ``dataset`` (``digits mnist cifar10 svhn imagenet``) from the raw files at ``src`` into
     ``out/<split>/<split>-NNNNNN.tar`` + ``out/<split>/manifest.json`` for ``split`` (default: every
     split the source has). ``out`` is a local folder or a URI (``s3://``, ``gs://``, ``file://``).
@@ -193,9 +252,11 @@ def shard_dataset(dataset: str, out: str, src: str | None = None, split: str | N
     already initialised); ``engine="local"`` instead writes the shards one after another in this
     process (no Ray; for small sets such as a first-use ``digits`` cache). ``crop``: ``center``
     or ``squash`` (see :func:`igan.data.imaging.resize_crop`); ``quality``: JPEG quality. ``log``
-    receives the progress/summary lines (default: stderr). Returns the manifests written, one
-    dict per split (DESIGN.md fields).
-    Raises UserError for bad input (unknown data set or split, missing/empty/wrong-format source)."""
+    receives the progress/summary lines (default: stderr). ``overwrite``: write into split folders
+    that hold files ``igan shard`` did not write (they are kept; see the module doc). Returns the
+    manifests written, one dict per split (DESIGN.md fields).
+    Raises UserError for bad input (unknown data set or split, missing/empty/wrong-format source,
+    a split folder not started by ``igan shard``, another run writing to ``out``)."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
     try:
         source = get_source(dataset, src)
@@ -233,40 +294,43 @@ def shard_dataset(dataset: str, out: str, src: str | None = None, split: str | N
         if bad is not None:
             raise UserError(f"{dataset} split '{s}': label {bad.label} of {bad.key} is outside 0..{len(classes) - 1}")
 
-    expected_hw = (size, size) if size else ((source.native_size,) * 2 if source.native_size else None)
-    rows, done = [], {}
-    for s, entries in plans.items():
-        todo, kept = _plan_split(root.sub(s), s, entries, per_shard, params)
-        rows += todo
-        done.update(kept)
-        log(f"igan shard: {dataset}/{s}: {len(entries)} samples -> {-(-len(entries) // per_shard)} shards of "
-            f"<= {per_shard} in {root.sub(s).url} ({len(kept)} already complete)")
+    with ShardLock(root):
+        for s in plans:  # every split before any is touched
+            check_ours(root.sub(s), s, overwrite)
+        expected_hw = (size, size) if size else ((source.native_size,) * 2 if source.native_size else None)
+        rows, done = [], {}
+        for s, entries in plans.items():
+            todo, kept = _plan_split(root.sub(s), s, entries, per_shard, params)
+            rows += todo
+            done.update(kept)
+            log(f"igan shard: {dataset}/{s}: {len(entries)} samples -> {-(-len(entries) // per_shard)} shards of "
+                f"<= {per_shard} in {root.sub(s).url} ({len(kept)} already complete)")
 
-    t0, cpus = time.perf_counter(), 0.0
-    if rows and engine == "local":
-        cpus = 1.0
-        for row in rows:
-            res = write_shard(source, params, root, row["split"], row["index"], pickle.loads(row["plan"]),
-                              expected_hw, crash=_crash_at_shard is not None and row["index"] >= _crash_at_shard)
-            done[(row["split"], row["index"])] = res
-    elif rows:
-        ray = _init_ray(address)
-        cpus = float(ray.cluster_resources().get("CPU", 0))
-        results = _run_ray(ray, rows, source, params, root, expected_hw, progress, _crash_at_shard)
-        for r in results:
-            done[(r["split"], r["index"])] = r
-    elapsed = time.perf_counter() - t0
+        t0, cpus = time.perf_counter(), 0.0
+        if rows and engine == "local":
+            cpus = 1.0
+            for row in rows:
+                res = write_shard(source, params, root, row["split"], row["index"], pickle.loads(row["plan"]),
+                                  expected_hw, crash=_crash_at_shard is not None and row["index"] >= _crash_at_shard)
+                done[(row["split"], row["index"])] = res
+        elif rows:
+            ray = _init_ray(address)
+            cpus = float(ray.cluster_resources().get("CPU", 0))
+            results = _run_ray(ray, rows, source, params, root, expected_hw, progress, _crash_at_shard)
+            for r in results:
+                done[(r["split"], r["index"])] = r
+        elapsed = time.perf_counter() - t0
 
-    manifests = []
-    for s, entries in plans.items():
-        recs = [done[(s, i)] for i in range(-(-len(entries) // per_shard))]
-        manifest = _manifest(dataset, s, classes, source.channels, recs, expected_hw)
-        if manifest["num_samples"] == 0:
-            raise UserError(f"{dataset} split '{s}': none of the {len(entries)} images could be read "
-                            f"(first reason: {manifest['skipped'][0]['reason'] if manifest['skipped'] else '?'})")
-        if _existing_manifest(root.sub(s)) != manifest:  # an identical one is left untouched
-            write_manifest(root.sub(s), manifest)
-        manifests.append(manifest)
+        manifests = []
+        for s, entries in plans.items():
+            recs = [done[(s, i)] for i in range(-(-len(entries) // per_shard))]
+            manifest = _manifest(dataset, s, classes, source.channels, recs, expected_hw)
+            if manifest["num_samples"] == 0:
+                raise UserError(f"{dataset} split '{s}': none of the {len(entries)} images could be read "
+                                f"(first reason: {manifest['skipped'][0]['reason'] if manifest['skipped'] else '?'})")
+            if _existing_manifest(root.sub(s)) != manifest:  # an identical one is left untouched
+                write_manifest(root.sub(s), manifest)
+            manifests.append(manifest)
     total = sum(m["num_samples"] for m in manifests)
     redone = sum(len(pickle.loads(r["plan"])) for r in rows)
     rate = f", {redone / elapsed:.0f} img/s on {cpus:g} CPUs" if rows and elapsed > 0 else ""
@@ -282,16 +346,16 @@ def _plan_split(folder: Folder, split: str, entries: list[Entry], per_shard: int
     already-complete shards ``{(split, index): progress record}``; cleans the split folder."""
     folder.makedirs()
     files = set(folder.list())
-    rows, kept, names = [], {}, set()
-    for i in range(0, len(entries), per_shard):
-        index, chunk = i // per_shard, entries[i:i + per_shard]
-        names.add(shard_name(split, index))
-        rec = _completed(folder, shard_name(split, index), plan_fingerprint(params, split, chunk), files)
-        if rec is not None:
-            kept[(split, index)] = rec
-        else:
-            rows.append({"split": split, "index": index, "plan": pickle.dumps(chunk)})
-    _clean(folder, names, files, all_done=not rows)
+    chunks = {i // per_shard: entries[i:i + per_shard] for i in range(0, len(entries), per_shard)}
+    names = {shard_name(split, index) for index in chunks}
+    recorded = {index: rec for index, chunk in chunks.items()
+                if (rec := _recorded(folder, shard_name(split, index), plan_fingerprint(params, split, chunk),
+                                     files)) is not None}
+    done = _completed(folder, recorded)
+    kept = {(split, index): rec for index, rec in done.items()}
+    rows = [{"split": split, "index": index, "plan": pickle.dumps(chunk)}
+            for index, chunk in chunks.items() if index not in done]
+    _clean(folder, split, names, files, all_done=not rows)
     return rows, kept
 
 
@@ -315,13 +379,19 @@ def _existing_manifest(folder: Folder) -> dict | None:
         return None
 
 
-def _clean(folder: Folder, names: set[str], files: set[str], all_done: bool) -> None:
-    """Delete leftovers of earlier runs: temporary files, shards outside the plan and, when work
-    remains, the manifest (a folder with a manifest is complete)."""
+def _clean(folder: Folder, split: str, names: set[str], files: set[str], all_done: bool) -> None:
+    """Delete leftovers of earlier runs, only under names ``igan shard`` writes: its temporary
+    files, its shards outside the plan (and their progress records) and, when work remains, the
+    manifest (a folder with a manifest is complete). Every other file is left alone."""
+    shard, tmp = own_names(split)
     for f in files:
-        if ".tmp-" in f or (f.endswith(".tar") and f not in names):
+        if tmp.match(f) or (shard.match(f) and f not in names):
             folder.remove(f)
             folder.sub(PROGRESS).remove(f"{f}.json")
+    progress = folder.sub(PROGRESS)
+    for f in progress.list():  # the records' own temporary files
+        if re.match(rf"^{re.escape(split)}-\d{{6,}}\.tar\.json{_TMP}$", f):
+            progress.remove(f)
     if not all_done and MANIFEST in files:
         folder.remove(MANIFEST)
 

@@ -10,7 +10,9 @@ A job lives in ``<storage>/<name>/`` (Ray Train's run folder: checkpoints) with 
 again with the same ``storage`` and ``name`` makes Ray Train continue from the latest checkpoint,
 which is how ``--resume`` works after the driver died (in the store the record names, with the
 credentials from ``--tracking-uri`` or the environment); a worker crash restarts the workers from
-the latest checkpoint on its own (``FailureConfig(max_failures)``).
+the latest checkpoint on its own (``FailureConfig(max_failures)``), except after a data error (a
+shard that contradicts its manifest): that is permanent, so the workers report it and stop
+together, and the job fails at once without a restart.
 """
 from __future__ import annotations
 
@@ -33,8 +35,8 @@ NONFINITE_ENV = "IGAN_TEST_NONFINITE"  # "EPOCH" (1-based): test-only, rank 0 fe
 
 
 class TrainError(Exception):
-    """The job ran but did not finish (non-finite loss, workers failed beyond max_failures); the
-    message is one line; exit status 1."""
+    """The job ran but did not finish (non-finite loss, a data error, workers failed beyond
+    max_failures); the message is one line; exit status 1."""
 
 
 @dataclass
@@ -305,6 +307,7 @@ class _Progress:
     step: int = 0
     epochs_done: int = 0
     nonfinite: str | None = None
+    data_error: str | None = None
     finished: bool = False
     attempts: list = field(default_factory=list)  # each start of the worker group: epochs_done, nodes
 
@@ -327,6 +330,8 @@ class _Progress:
             self.log(f"epoch {ev['epoch']}/{self.epochs} step {ev['step']} {shown} [{_clock(ev['elapsed'])}]")
         elif kind == "nonfinite":
             self.nonfinite = f"stopped in epoch {ev['epoch']}: {ev['reason']}"
+        elif kind == "data_error":
+            self.data_error = ev["reason"]
         elif kind == "done":
             self.finished, self.step = True, ev["step"]
             self.metrics.update(ev.get("metrics") or {})
@@ -417,6 +422,10 @@ def run_training(opts: TrainOptions, log: Callable[[str], None] = print) -> dict
             reason = f"non-finite loss: {progress.nonfinite}"
             tracker.fail(reason)
             raise TrainError(f"{reason}; the last good checkpoint stays in {checkpoint_dir or storage + '/' + name}")
+        if progress.data_error:  # permanent: the workers stopped together instead of failing into retries
+            reason = f"data error: {progress.data_error}"
+            tracker.fail(reason)
+            raise TrainError(f"{reason} (not retried: fix or reshard the data)")
         model_uris = _finish(tracker, cfg, result, opts, tracking_uri, progress)
     summary = {
         "run_id": tracker.run_id, "run_name": name, "experiment": tracker.experiment,

@@ -252,7 +252,7 @@ def trial_driver(config: dict, ctx: dict) -> None:
 
         thread = threading.Thread(target=fit, name="igan-trial-fit", daemon=True)
         thread.start()
-        nonfinite, groups = None, []
+        stopped, groups = None, []
         try:
             while True:
                 alive = thread.is_alive()
@@ -266,7 +266,9 @@ def trial_driver(config: dict, ctx: dict) -> None:
                         if ev.get("grid") is not None:
                             tracker.log_image(ev["grid"], f"samples/epoch_{ev['epoch']:04d}.png")
                     elif ev["kind"] == "nonfinite":
-                        nonfinite = f"non-finite loss in epoch {ev['epoch']}: {ev['reason']}"
+                        stopped = f"non-finite loss in epoch {ev['epoch']}: {ev['reason']}"
+                    elif ev["kind"] == "data_error":  # the workers stopped without failing: end the trial here
+                        stopped = f"data error: {ev['reason']}"
                 for rep in _drain(reports, Empty):
                     busy = True
                     metrics = {k: v for k, v in rep["metrics"].items() if isinstance(v, (int, float))}
@@ -285,9 +287,9 @@ def trial_driver(config: dict, ctx: dict) -> None:
                 pass
         if "error" in box:
             raise RuntimeError(f"trial {trial_id} failed: {_one_line(box['error'])}")
-        if nonfinite:
-            tracker.fail(nonfinite)
-            raise RuntimeError(f"trial {trial_id}: {nonfinite}")
+        if stopped:
+            tracker.fail(stopped)
+            raise RuntimeError(f"trial {trial_id}: {stopped}")
 
 
 def _release(groups: list) -> None:

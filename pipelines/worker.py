@@ -5,7 +5,15 @@ Ray Train every ``train.checkpoint_every`` epochs and at the end.
 Rank 0 sends one event per epoch (losses, metrics, a sample grid) to the driver through a Ray
 queue (``events``); the driver prints progress and logs to MLflow, so workers need no MLflow access.
 Events: ``start`` (also each restart of the worker group: ``epochs_done``, ``nodes`` = every rank's Ray
-node id), ``epoch``, ``nonfinite`` (the run stopped on a NaN/inf loss), ``done``.
+node id), ``epoch``, ``nonfinite`` (the run stopped on a NaN/inf loss), ``data_error`` (the run
+stopped on a :class:`~igan.data.manifest.ShardDataError`), ``done``.
+
+Data errors are permanent (a shard that contradicts its manifest does not heal on a retry), so
+they do not go to Ray Train as a worker failure, which it would retry ``max_failures`` times:
+the ranks agree on the error at a point they all reach (after opening the data; before each
+step; after reading an evaluation split), so no rank is left waiting in a collective, and then
+every worker returns normally after rank 0 sent ``data_error``. A ShardDataError raised anywhere
+else still fails the worker the usual way (retried, but never a hang).
 
 Checkpoints: a folder with ``state.pt`` (rank 0's :meth:`Trainer.state_dict`), ``meta.json``
 (epochs done, step, MLflow run id, last metrics), ``config.yaml``, and ``rng-rank<R>.pt`` from every
@@ -25,12 +33,18 @@ import torch
 from igan.checkpoint import read_state
 from igan.config import Config, dump_yaml
 from igan.data.feed import EVAL_BATCH, domain_training_data, load_test_role, make_feed
+from igan.data.manifest import ShardDataError
 from igan.evaluation import SAMPLE_SEED_OFFSET
 from igan.trainer import NonFiniteLossError, Trainer
 
 FAIL_ONCE_ENV = "IGAN_TEST_FAIL_ONCE"  # "RANK:EPOCH" (EPOCH 1-based, as printed): test-only crash
 HOLD_ENV = "IGAN_TEST_HOLD"  # "EPOCH:PATH": test-only, every rank waits at the start of EPOCH until PATH exists
 STATE, META, CONFIG, RANK_RNG = "state.pt", "meta.json", "config.yaml", "rng-rank{}.pt"
+
+
+class AgreedDataError(ShardDataError):
+    """A data error every rank raises at the same point (they agreed on it through a collective),
+    so every worker can stop without a rank hanging in DDP; the message is one line."""
 
 
 # -- entry point -------------------------------------------------------------------------------
@@ -49,25 +63,60 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         torch.set_num_threads(int(loop_config["threads"]))
     cfg = Config.from_dict(loop_config["config"])
     events = Events(loop_config.get("events") if rank == 0 else None, enabled=rank == 0)
-    data_root = loop_config.get("data_root")
-    feed = make_feed(cfg, data_root, rank, world)
-    # The evaluator before the Trainer: training a domain classifier draws from torch's global RNG,
-    # which the Trainer seeds when it is built, so the run does not depend on whether the scorer
-    # was cached.
-    evaluator = Evaluator(cfg, data_root, rank, world, feed.validation)
-    trainer, done = build(cfg, feed, rank, world)
-    events.send("start", epochs_done=done, step=trainer.step, steps_per_epoch=len(feed), world_size=world,
-                epochs=cfg.train.epochs, nodes=node_ids(world), placement_group=_placement_group())
-    train_epochs(trainer, feed, evaluator, cfg, done, rank, world, events, loop_config)
+    try:
+        feed, evaluator, init_batch = open_data(cfg, loop_config.get("data_root"), rank, world)
+        trainer, done = build(cfg, init_batch, rank, world)
+        events.send("start", epochs_done=done, step=trainer.step, steps_per_epoch=len(feed), world_size=world,
+                    epochs=cfg.train.epochs, nodes=node_ids(world), placement_group=_placement_group())
+        train_epochs(trainer, feed, evaluator, cfg, done, rank, world, events, loop_config)
+    except AgreedDataError as exc:  # every rank is here: end without an exception, so it is not retried
+        events.send("data_error", reason=str(exc))
 
 
-def build(cfg: Config, feed, rank: int, world: int) -> tuple[Trainer, int]:
-    """This rank's Trainer (under DDP when ``world`` > 1), initialised from ``feed`` and restored
-    from Ray Train's latest checkpoint when there is one. Returns ``(trainer, epochs_done)``."""
+def open_data(cfg: Config, data_root: str | None, rank: int, world: int):
+    """``(feed, evaluator, init batch)`` of this rank: every read of the data before training (the
+    feed's pass over the split, the scorer's training data, the initialisation batch).
+    AgreedDataError on every rank when it failed on any with a ShardDataError; a collective
+    when ``world`` > 1, before any other."""
+    import ray.train.torch
+
+    feed = evaluator = init_batch = None
+    failure = None
+    try:
+        feed = make_feed(cfg, data_root, rank, world)
+        # The evaluator before the Trainer: training a domain classifier draws from torch's global
+        # RNG, which the Trainer seeds when it is built, so the run does not depend on whether the
+        # scorer was cached.
+        evaluator = Evaluator(cfg, data_root, rank, world, feed.validation)
+        init_batch = feed.init_batch()
+    except ShardDataError as exc:
+        failure = data_error_reason(exc)
+    if world > 1:
+        failure = _agree_on_error(failure, ray.train.torch.get_device())
+    if failure is not None:
+        raise AgreedDataError(failure)
+    return feed, evaluator, init_batch
+
+
+def data_error_reason(exc: BaseException) -> str:
+    """The one-line message of a ShardDataError (one re-raised by a DataLoader worker carries the
+    worker's traceback: its last line is the error)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    if len(lines) == 1:
+        return lines[0]
+    return lines[-1].split("Error: ", 1)[-1]
+
+
+def build(cfg: Config, init_batch: torch.Tensor | None, rank: int, world: int) -> tuple[Trainer, int]:
+    """This rank's Trainer (under DDP when ``world`` > 1), initialised from ``init_batch`` (the
+    feed's) and restored from Ray Train's latest checkpoint when there is one. Returns
+    ``(trainer, epochs_done)``."""
     import ray.train.torch
 
     device = ray.train.torch.get_device()
-    trainer = Trainer(cfg, init_batch=feed.init_batch(), device=device, wrap=_wrapper(world))
+    trainer = Trainer(cfg, init_batch=init_batch, device=device, wrap=_wrapper(world))
     done = restore(trainer, cfg, rank)
     if done is None:
         seed_rank(trainer, cfg, rank)
@@ -122,7 +171,8 @@ def seed_rank(trainer: Trainer, cfg: Config, rank: int, salt: int = 0) -> None:
 def train_epochs(trainer: Trainer, feed, evaluator: "Evaluator", cfg: Config, done: int, rank: int, world: int,
                  events: "Events", loop_config: dict) -> None:
     """Epochs ``done..train.epochs-1``: train, evaluate when due, send the epoch event, checkpoint
-    when due. Stops (without a checkpoint) on a non-finite loss on any rank."""
+    when due. Stops (without a checkpoint) on a non-finite loss on any rank; a data error on any
+    rank raises AgreedDataError on every rank (see :func:`run_epoch`, :meth:`Evaluator.ssl_error`)."""
     t0, metrics = time.perf_counter(), {}
     for epoch in range(done, cfg.train.epochs):
         maybe_fail(loop_config.get("fail_once"), loop_config.get("fail_marker"), rank, epoch)
@@ -149,23 +199,34 @@ def train_epochs(trainer: Trainer, feed, evaluator: "Evaluator", cfg: Config, do
 
 
 def run_epoch(trainer: Trainer, batches, world: int) -> tuple[dict[str, float], str | None]:
-    """One epoch of this rank's ``batches``. Returns the losses averaged over steps and ranks, or
-    ``({}, reason)`` when a loss became non-finite on any rank (all ranks stop at the same step)."""
+    """One epoch of this rank's ``batches``. Returns ``(losses averaged over steps and ranks,
+    None)``, or ``({}, reason)`` when a loss became non-finite on any rank. Raises AgreedDataError
+    on every rank when reading a batch failed with a ShardDataError on any rank, or when the ranks'
+    batches ran out at different steps. Either way all ranks stop at the same step: one collective
+    per step settles the last step's loss and the next batch's read together."""
     sums: dict[str, float] = {}
     count = 0
-    for batch in batches:
-        error = None
+    stream = iter(batches)
+    batch, stop = _fetch(stream)
+    while True:
+        if world > 1:
+            stop = _settle(stop, trainer.device, count)
+        if stop is not None:
+            break
         try:
             logs = trainer.train_step(*batch)
         except NonFiniteLossError as exc:
-            error = f"rank {_rank()}: {exc}"
-        if world > 1:
-            error = _agree_on_error(error, trainer.device)
-        if error is not None:
-            return {}, error
+            stop = ("nonfinite", f"rank {_rank()}: {exc}")
+            continue
         for k, v in logs.items():
             sums[k] = sums.get(k, 0.0) + v
         count += 1
+        batch, stop = _fetch(stream)
+    kind, reason = stop
+    if kind == "data":
+        raise AgreedDataError(reason)
+    if kind == "nonfinite":
+        return {}, reason
     means = {k: v / max(count, 1) for k, v in sorted(sums.items())}
     if world > 1 and means:
         import torch.distributed as dist
@@ -182,17 +243,63 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def _agree_on_error(error: str | None, device: torch.device) -> str | None:
-    """Collective: every rank learns whether any rank hit a non-finite loss, and its message."""
+_END = ("end", "")
+
+
+def _fetch(stream) -> tuple[Any, tuple[str, str] | None]:
+    """``(next batch, None)``, ``(None, ("end", ""))`` at the end, or ``(None, ("data", reason))``
+    when reading it raised a ShardDataError."""
+    try:
+        return next(stream), None
+    except StopIteration:
+        return None, _END
+    except ShardDataError as exc:
+        return None, ("data", f"rank {_rank()}: {data_error_reason(exc)}")
+
+
+def _settle(stop: tuple[str, str] | None, device: torch.device, step: int) -> tuple[str, str] | None:
+    """Collective: the stop every rank takes given each rank's own ``stop`` (None: go on) — the
+    first rank's error, the end when every rank is at its end, else a data error (a rank whose
+    batches ran out while others had more would leave them waiting in DDP). One all-reduce of two
+    numbers per step; the ranks' messages are gathered only when one of them has an error."""
     import torch.distributed as dist
 
-    flag = torch.tensor([0.0 if error is None else 1.0], device=device)
+    code = 0 if stop is None else 1 if stop == _END else 2
+    t = torch.tensor([code, -code], dtype=torch.float32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    high, low = (int(v) for v in t.tolist())
+    low = -low
+    if high == 0:
+        return None
+    if high == 1 and low == 1:
+        return _END
+    states: list = [None] * dist.get_world_size()
+    dist.all_gather_object(states, stop)
+    errors = [s for s in states if s is not None and s != _END]
+    if errors:
+        return errors[0]
+    short = [r for r, s in enumerate(states) if s == _END]
+    return ("data", f"rank {short[0]}'s batches ran out after {step} steps while other ranks had more "
+                    "(the shards hold other counts than their manifest says)")
+
+
+def _gather_if_any(state: Any, device: torch.device) -> list | None:
+    """Collective: None when ``state`` is None on every rank, else every rank's state in rank order."""
+    import torch.distributed as dist
+
+    flag = torch.tensor([0.0 if state is None else 1.0], device=device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     if flag.item() == 0:
         return None
-    errors: list = [None] * dist.get_world_size()
-    dist.all_gather_object(errors, error)
-    return next(e for e in errors if e is not None)
+    states: list = [None] * dist.get_world_size()
+    dist.all_gather_object(states, state)
+    return states
+
+
+def _agree_on_error(error: str | None, device: torch.device) -> str | None:
+    """Collective: every rank learns whether any rank hit a non-finite loss, and its message."""
+    errors = _gather_if_any(error, device)
+    return None if errors is None else next(e for e in errors if e is not None)
 
 
 def _poisoned(batches):
@@ -246,17 +353,32 @@ class Evaluator:
             train = domain_training_data(cfg, data_root) if scorer_kind(cfg) == "domain" else None
             self.scorer = make_scorer(cfg, train=train)
 
+    def _has_role(self, role: str) -> bool:
+        """Whether ``role`` has data to score (the same answer on every rank: it depends on the
+        config and the hold-out's size only)."""
+        return role == "test" or self.data["val"] is not None
+
     def _role_data(self, role: str):
         if role == "test" and self.data["test"] is None and self.cfg.techniques.semi_supervised:
             self.data["test"] = load_test_role(self.cfg, self.root, self.rank, self.world)
         return self.data[role]
 
     def ssl_error(self, trainer: Trainer, data) -> float:
-        """Error (fraction) of the EMA classifier over every rank's part of ``data``."""
+        """Error (fraction) of the EMA classifier over every rank's part of ``data`` (``data``
+        may be a callable returning it: read under the same guard). AgreedDataError on every rank
+        when reading it failed on any rank with a ShardDataError (a streamed split is read here)."""
         wrong = total = 0
-        for x, y in data.batches(EVAL_BATCH):
-            wrong += int((trainer.classify(x).argmax(1) != y).sum())
-            total += len(y)
+        failure = None
+        try:
+            for x, y in (data() if callable(data) else data).batches(EVAL_BATCH):
+                wrong += int((trainer.classify(x).argmax(1) != y).sum())
+                total += len(y)
+        except ShardDataError as exc:
+            failure = f"rank {self.rank}: {data_error_reason(exc)}"
+        if self.world > 1:
+            failure = _agree_on_error(failure, trainer.device)
+        if failure is not None:
+            raise AgreedDataError(failure)
         if self.world > 1:
             import torch.distributed as dist
 
@@ -286,9 +408,8 @@ class Evaluator:
         from igan.evaluation import role_metrics, sample_grid, score_samples
 
         out: dict[str, float] = {}
-        data = self._role_data(role)
-        if self.cfg.techniques.semi_supervised and data is not None:
-            out["ssl_error"] = self.ssl_error(trainer, data)
+        if self.cfg.techniques.semi_supervised and self._has_role(role):
+            out["ssl_error"] = self.ssl_error(trainer, lambda: self._role_data(role))
         samples = self.samples(trainer, role) if self.wants_samples else None
         grid = None
         if self.rank == 0:

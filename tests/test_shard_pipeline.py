@@ -191,3 +191,120 @@ def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, monkeypatch, capsys):
         assert rc == 2 and len(lines) == 1 and needle in lines[0], (argv, cap.err)
         assert "Traceback" not in cap.err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").rglob("*.tar"))
+
+
+# -- igan shard deletes only what it wrote; one run per --out ---------------------------------------
+FOREIGN = {"n01440764.tar": b"ILSVRC class archive", "notes.txt": b"mine", "data.tmp-1": b"not a temp of igan",
+           "train-extra.tar": b"x", "other-000001.tar": b"y", "train-00001.tar": b"five digits"}
+
+
+def _quiet(msg):
+    pass
+
+
+def _plant(folder):
+    os.makedirs(folder, exist_ok=True)
+    for name, data in FOREIGN.items():
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(data)
+
+
+def _foreign_intact(folder):
+    for name, data in FOREIGN.items():
+        with open(os.path.join(folder, name), "rb") as f:
+            assert f.read() == data, name
+
+
+def test_foreign_files_are_refused_then_kept(tmp_path, monkeypatch, capsys):
+    out = str(tmp_path / "out")
+    split_dir = os.path.join(out, "test")
+    _plant(split_dir)
+    rc, cap = _cli(["shard", "digits", "--out", out, "--split", "test", "--samples-per-shard", "100"],
+                   monkeypatch, capsys)
+    lines = cap.err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "did not write" in lines[0] and "--overwrite" in lines[0], cap.err
+    assert sorted(os.listdir(split_dir)) == sorted(FOREIGN)  # refused before touching anything
+    (m,) = shard_dataset("digits", out, split="test", samples_per_shard=100, engine="local", overwrite=True,
+                         log=_quiet)
+    _foreign_intact(split_dir)
+    assert m["num_samples"] == 359 and read_manifest(split_dir) == m
+    # started by igan shard now (progress records): a rerun needs no --overwrite and still keeps them
+    assert shard_dataset("digits", out, split="test", samples_per_shard=100, engine="local", log=_quiet) == [m]
+    with open(os.path.join(split_dir, "test-000099.tar"), "wb") as f:  # a stale shard of its own pattern
+        f.write(b"stale")
+    assert shard_dataset("digits", out, split="test", samples_per_shard=100, engine="local", log=_quiet) == [m]
+    _foreign_intact(split_dir)
+    assert not os.path.exists(os.path.join(split_dir, "test-000099.tar"))
+    x, y = read_split(out, "test")
+    assert x.shape == (359, 1, 8, 8)
+
+
+def test_own_leftover_temp_files_do_not_make_a_folder_foreign(tmp_path):
+    out = str(tmp_path / "out")
+    os.makedirs(os.path.join(out, "test"))
+    for name in ("test-000000.tar.tmp-77-0a1b2c3d", "manifest.json.tmp-77-0a1b2c3d"):  # a crash before any shard
+        with open(os.path.join(out, "test", name), "wb") as f:
+            f.write(b"half")
+    (m,) = shard_dataset("digits", out, split="test", samples_per_shard=100, engine="local", log=_quiet)
+    assert sorted(os.listdir(os.path.join(out, "test"))) == sorted(
+        [".progress", "manifest.json"] + [s["name"] for s in m["shards"]])
+
+
+def test_finished_shard_is_reused_only_when_its_hash_matches(tmp_path):
+    out = str(tmp_path / "out")
+    (m,) = shard_dataset("digits", out, split="test", samples_per_shard=100, engine="local", log=_quiet)
+    path = os.path.join(out, "test", "test-000002.tar")
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF  # same size, other content
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    logs = []
+    assert shard_dataset("digits", out, split="test", samples_per_shard=100, engine="local",
+                         log=logs.append) == [m]
+    assert "(3 already complete)" in logs[0]
+    assert _sha(path) == m["shards"][2]["sha256"]
+
+
+@pytest.mark.parametrize("where", ["local", "object store"])
+def test_a_second_concurrent_run_is_refused(tmp_path, monkeypatch, capsys, where):
+    import uuid
+
+    out = str(tmp_path / "out") if where == "local" else f"memory://igan-lock-{uuid.uuid4().hex[:8]}"
+    seen = []
+
+    def second_run(msg):  # called by the first run while it holds the lock
+        if seen:
+            return
+        seen.append(_cli(["shard", "digits", "--out", out, "--split", "test", "--no-progress"], monkeypatch, capsys))
+
+    (m,) = shard_dataset("digits", out, split="test", samples_per_shard=100, engine="local", log=second_run)
+    rc, cap = seen[0]
+    lines = cap.err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "is writing to" in lines[0] and f"pid {os.getpid()}" in lines[0], cap.err
+    assert m["num_samples"] == 359
+    # the lock goes with the run, also when it fails
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        shard_dataset("digits", out, split="test", samples_per_shard=50, engine="local", log=_quiet,
+                      _crash_at_shard=1)
+    assert shard_dataset("digits", out, split="test", samples_per_shard=100, engine="local", log=_quiet) == [m]
+
+
+def test_object_store_lock_object_freshness(tmp_path):
+    import time
+    import uuid
+
+    import fsspec
+
+    from pipelines.errors import UserError
+    from pipelines.shard_lock import LOCK_NAME, STALE_AFTER_S
+
+    out = f"memory://igan-lock-{uuid.uuid4().hex[:8]}"
+    mem = fsspec.filesystem("memory")
+    holder = {"host": "elsewhere", "pid": 4242, "token": "t", "time": time.time()}
+    mem.pipe_file(f"/{out.split('://')[1]}/{LOCK_NAME}", json.dumps(holder).encode())
+    with pytest.raises(UserError, match="pid 4242 on elsewhere"):
+        shard_dataset("digits", out, split="test", engine="local", log=_quiet)
+    holder["time"] -= STALE_AFTER_S + 1  # its run died: the lock object went stale
+    mem.pipe_file(f"/{out.split('://')[1]}/{LOCK_NAME}", json.dumps(holder).encode())
+    (m,) = shard_dataset("digits", out, split="test", engine="local", log=_quiet)
+    assert m["num_samples"] == 359 and not mem.exists(f"/{out.split('://')[1]}/{LOCK_NAME}")

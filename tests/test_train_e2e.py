@@ -125,6 +125,36 @@ def test_nonfinite_loss_stops_and_fails_the_run(ray_local, tmp_path, tracking, d
     assert meta["epochs_done"] == 1 and meta["step"] == 3
 
 
+def _train_worker_actors() -> int:
+    """Ray Train worker actors this Ray session has created, dead ones included (from the GCS)."""
+    import ray._private.state as ray_state
+
+    return sum(1 for a in ray_state.actors().values() if a["ActorClassName"] == "RayTrainWorker")
+
+
+def test_tampered_shard_fails_once_without_retries(ray_local, tmp_path, tracking, digits_data):
+    """A permanent data error is not retried: one worker group, one TrainError line, a FAILED run."""
+    import shutil
+
+    from pipelines.train import TrainError, run_training
+
+    root = tmp_path / "tampered"
+    shutil.copytree(digits_data, root)
+    shard = root / "train" / "train-000000.tar"
+    shard.write_bytes(shard.read_bytes()[:50_000])  # cut short (today's reader too fails on it, on every retry)
+    before = _train_worker_actors()
+    opts = _options(tmp_path, tracking, data=str(root), overrides=TINY, name="tampered", max_failures=3,
+                    register=False)
+    with pytest.raises(TrainError) as err:
+        run_training(opts, log=lambda m: None)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("data error: ") and "train-000000.tar: sha256" in msg, msg
+    assert _train_worker_actors() - before == 2  # one group of 2 workers: no restart
+    record = json.loads((tmp_path / "ray" / "tampered" / "igan_job.json").read_text())
+    run = _client(tracking).get_run(record["run_id"])
+    assert run.info.status == "FAILED" and "train-000000.tar: sha256" in run.data.tags["igan.failure_reason"]
+
+
 def test_resume_after_driver_killed(ray_local, tmp_path, tracking, digits_data):
     from pipelines.train import run_training
 

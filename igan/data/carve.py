@@ -87,16 +87,18 @@ class Carved:
         return frozenset(self.validation.keys)
 
 
-def carve_shards(root: str, split: str, spec: HoldOutSpec, pixel_range: str | None = None) -> Carved:
+def carve_shards(root: str, split: str, spec: HoldOutSpec, pixel_range: str | None = None,
+                 verify: bool = True) -> Carved:
     """Read ``root/split`` once and choose its validation hold-out and labeled subset by ``spec``
-    (the same choice as :func:`igan.data.holdout.choose` over the split's keys)."""
-    from igan.data.shards import iter_tar
+    (the same choice as :func:`igan.data.holdout.choose` over the split's keys). The pass checks
+    every shard against the manifest (:func:`igan.data.shards.iter_split`; ``verify``: sha256 too),
+    so the per-shard counts a stream's step count comes from are the shards' real counts."""
+    from igan.data.shards import iter_split
 
     folder, manifest = split_manifest(root, split)
     picker = HoldOutPicker(spec)
-    for index, shard in enumerate(manifest["shards"]):
-        for sample in iter_tar(folder.url_of(shard["name"])):
-            picker.offer(sample["__key__"], int(sample["cls"]), (image_bytes(sample), index))
+    for index, sample in iter_split(folder, manifest, verify):
+        picker.offer(sample["__key__"], int(sample["cls"]), (image_bytes(sample), index))
     val, lab = picker.result()
     held = [0] * len(manifest["shards"])
     for p in val:

@@ -120,13 +120,14 @@ class StreamFeed:
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.batch_size, self.seed = cfg.data.batch_size, cfg.train.seed
         self.root, self.split = root, split
-        carved = carve_shards(root, split, HoldOutSpec.of(cfg), cfg.data.pixel_range)
+        carved = carve_shards(root, split, HoldOutSpec.of(cfg), cfg.data.pixel_range, cfg.data.verify_shards)
         self.validation = carved.validation
         self.held = dict(exclude=carved.held_keys, excluded_per_shard=carved.held_per_shard)
         self.dataset = ShardDataset(root, split, rank=rank, world_size=world_size, shuffle=True,
                                     shuffle_buffer=cfg.data.shuffle_buffer, seed=self.seed,
                                     pixel_range=cfg.data.pixel_range, batch_size=self.batch_size,
-                                    drop_last=True, decode_threads=cfg.data.decode_threads, **self.held)
+                                    drop_last=True, decode_threads=cfg.data.decode_threads,
+                                    verify=cfg.data.verify_shards, **self.held)
         self.loader_workers = cfg.data.loader_workers
         self.steps_per_epoch = _cap(self._min_batches(0), cfg)
         if self.steps_per_epoch == 0:
@@ -154,7 +155,8 @@ class StreamFeed:
         if not _needs_init_batch(self.cfg):
             return None
         ds = ShardDataset(self.root, self.split, shuffle=True, shuffle_buffer=self.cfg.data.shuffle_buffer,
-                          seed=self.seed, pixel_range=self.cfg.data.pixel_range, **self.held)
+                          seed=self.seed, pixel_range=self.cfg.data.pixel_range, verify=self.cfg.data.verify_shards,
+                          **self.held)
         want, out = max(1, self.cfg.techniques.wn_init_examples), []
         for image, _ in ds:
             out.append(image)
@@ -172,7 +174,8 @@ class StreamFeed:
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         """This rank's batches ``start..steps_per_epoch-1`` of ``epoch`` (``start`` > 0 reads and
-        skips the earlier ones)."""
+        skips the earlier ones). ShardDataError when the stream ends before ``steps_per_epoch``
+        batches: the other ranks would wait for this one's next step forever."""
         from torch.utils.data import DataLoader
 
         self.dataset.set_epoch(epoch)
@@ -180,7 +183,7 @@ class StreamFeed:
             self.dataset, batch_size=None, num_workers=self.loader_workers, persistent_workers=False)
         lab = self._labeled_order(epoch)
         b, prev = self.batch_size, None
-        for i, (x, y) in enumerate(loader):
+        for i, (x, y) in enumerate(_short_stream_guard(loader, self, epoch)):
             if i >= self.steps_per_epoch:
                 break
             x2 = prev if prev is not None else x
@@ -194,6 +197,21 @@ class StreamFeed:
                 idx = lab[i * b:(i + 1) * b]
                 x_lab, y_lab = self.x_lab[idx], self.y_lab[idx]
             yield Batch(x, x2, x_lab, y_lab)
+
+
+def _short_stream_guard(loader, feed: "StreamFeed", epoch: int) -> Iterator:
+    """``loader``'s batches; ShardDataError if it ends before ``feed.steps_per_epoch`` of them
+    (the shards held fewer samples than the counts every rank's step count was computed from)."""
+    from igan.data.manifest import ShardDataError
+
+    n = 0
+    for item in loader:
+        n += 1
+        yield item
+    if n < feed.steps_per_epoch:
+        raise ShardDataError(f"{feed.root}/{feed.split}: rank {feed.rank}'s stream of epoch {epoch} ended after {n} "
+                             f"of {feed.steps_per_epoch} batches (the shards hold fewer samples than their manifest "
+                             "says)")
 
 
 def _decoded_sizes(root: str, split: str) -> tuple[int, int]:
@@ -220,7 +238,7 @@ def load_split(cfg: Config, root: str | None, split: str) -> ArraySplit:
         return load_embedded(cfg, split)
     from igan.data.shards import read_encoded
 
-    encoded = read_encoded(root, split, cfg.data.pixel_range)
+    encoded = read_encoded(root, split, cfg.data.pixel_range, verify=cfg.data.verify_shards)
     x, y = encoded.decode_all()
     return ArraySplit(x, y, encoded.keys)
 
@@ -243,7 +261,7 @@ class StreamedSplit:
 
         yield from ShardDataset(self.root, self.split, rank=self.rank, world_size=self.world, shuffle=False,
                                 pixel_range=self.cfg.data.pixel_range, batch_size=size,
-                                decode_threads=self.cfg.data.decode_threads)
+                                decode_threads=self.cfg.data.decode_threads, verify=self.cfg.data.verify_shards)
 
 
 def load_test_role(cfg: Config, root: str | None, rank: int = 0, world: int = 1,
@@ -265,7 +283,7 @@ def domain_training_data(cfg: Config, root: str | None, memory_limit: int = DEFA
 
     per_class = max(1, memory_limit // (_decoded_sizes(root, "train")[1] * cfg.data.num_classes))
     spec = HoldOutSpec(0, 0, per_class, cfg.data.label_seed, cfg.data.num_classes, at_most=True)
-    subset = carve_shards(root, "train", spec, cfg.data.pixel_range).labeled
+    subset = carve_shards(root, "train", spec, cfg.data.pixel_range, cfg.data.verify_shards).labeled
     x, y = subset.decode_all()
     return ArraySplit(x, y, subset.keys)
 

@@ -5,6 +5,13 @@ manifest: ``ROOT/<split>/<split>-NNNNNN.tar`` and ``ROOT/<split>/manifest.json``
 ``dataset``, ``split``, ``num_samples``, ``num_classes``, ``classes`` (names in index order),
 ``image_size`` ``[H, W]``, ``channels``, ``shards`` (each ``name``, ``num_samples``, ``sha256``),
 ``skipped`` (each ``source`` and ``reason``).
+
+Shard names are plain file names inside the split folder (no ``/``, ``\\``, ``..`` or leading
+``.``), so a manifest can never point a reader outside its folder.
+
+:class:`ShardDataError` is what a reader raises when the data contradicts its manifest (or the
+manifest itself is wrong, :class:`ManifestError`): a permanent fault of the data that retrying the
+job cannot fix, which the training driver reports once instead of restarting the workers.
 """
 from __future__ import annotations
 
@@ -19,13 +26,32 @@ FIELDS = ("dataset", "split", "num_samples", "num_classes", "classes", "image_si
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
 
-class ManifestError(ValueError):
+class ShardDataError(ValueError):
+    """Shard data is wrong: a shard differs from its manifest entry (sha256, sample count), holds a
+    label outside ``0..num_classes-1``, a member name outside its folder or a key twice, or the
+    manifest itself is wrong. Permanent: rereading gives the same answer. The message is one line
+    naming the shard (or manifest) and what is wrong."""
+
+
+class ManifestError(ShardDataError):
     """A manifest is missing, unreadable or inconsistent; the message says which and why."""
 
 
 def shard_name(split: str, index: int) -> str:
     """File name of shard ``index`` of ``split``: ``<split>-NNNNNN.tar``."""
     return f"{split}-{index:06d}.tar"
+
+
+def check_shard_name(name: str) -> str | None:
+    """Why ``name`` is not a plain entry name inside its folder (no separators, not hidden, not
+    ``.``/``..``), or None when it is one."""
+    if not name or name in (".", ".."):
+        return "is empty or a folder reference"
+    if "/" in name or "\\" in name or "\0" in name:
+        return "has a path separator (it must name a file inside the split folder)"
+    if name.startswith("."):
+        return "starts with a dot"
+    return None
 
 
 def validate_manifest(m: dict, where: str = "manifest") -> dict:
@@ -56,11 +82,19 @@ def validate_manifest(m: dict, where: str = "manifest") -> dict:
         bad("image_size", "must be [H, W] with positive integers")
     if not isinstance(m["shards"], list):
         bad("shards", "must be a list")
-    total = 0
+    total, names = 0, set()
     for s in m["shards"]:
         if not (isinstance(s, dict) and isinstance(s.get("name"), str) and isinstance(s.get("num_samples"), int)
                 and isinstance(s.get("sha256"), str) and _SHA.match(s["sha256"])):
             raise ManifestError(f"{where}: every shard needs name, num_samples and a sha256 hex digest; got {s!r}"[:300])
+        why = check_shard_name(s["name"])
+        if why is not None:
+            raise ManifestError(f"{where}: shard name {s['name']!r} {why}"[:300])
+        if s["num_samples"] < 0:
+            raise ManifestError(f"{where}: shard {s['name']} has a negative num_samples")
+        if s["name"] in names:
+            raise ManifestError(f"{where}: shard {s['name']} is listed twice")
+        names.add(s["name"])
         total += s["num_samples"]
     if total != m["num_samples"]:
         raise ManifestError(f"{where}: shards hold {total} samples but num_samples is {m['num_samples']}")
@@ -97,6 +131,9 @@ def split_manifest(root: str, split: str) -> tuple[Folder, dict]:
     """``(split folder, validated manifest)`` of ``split`` under the shard root ``root``.
     ManifestError naming the splits that exist when ``split`` is not there."""
     root_folder = Folder(root)
+    why = check_shard_name(split)
+    if why is not None:
+        raise ManifestError(f"split name {split!r} {why.split(' (')[0]} (it must name a folder inside {root})")
     folder = root_folder.sub(split)
     if not folder.exists(MANIFEST):
         have = list_splits(root)

@@ -22,13 +22,33 @@ DataLoader at all: threads in the training process decode faster than worker pro
 small machines (no shared-memory hand-over per batch), and worker processes remain available
 (``num_workers``) where the reading itself needs more cores.
 
+Verification. Every shard is read whole, so it is checked against its manifest entry before any of
+its samples is used (:func:`iter_tar` with a :class:`ShardSpec`): its sha256 (unless
+``verify=False``: the only check that costs), its sample count, every label in
+``0..num_classes-1`` and an image in every sample; and, whatever the spec, member names that stay
+inside the shard (no absolute paths, no ``..``) and each key once. The hash of a local file is
+not recomputed while the file provably has not changed since this process verified it: same
+device, inode, size, mtime and ctime before and after the read (any write or rename changes the
+ctime, which no user can set back); object-store shards are hashed on every read. So each epoch
+after the first costs no hashing on local disks (:func:`forget_verified` undoes this). Readers of a whole split also
+check that no key is in two shards (:class:`KeyLedger`). Anything else raises
+:class:`~igan.data.manifest.ShardDataError` naming the shard: a permanent data fault, which the
+training driver reports once instead of restarting workers on it. Counts that match the manifest
+are what keeps data-parallel ranks in step: each rank's step count is computed from them in advance.
+
 This module is plain PyTorch: the caller passes its Ray Train rank and world size.
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import os
+import threading
+import time
+from array import array
 from collections import deque
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -37,37 +57,204 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from igan.data.carve import EncodedSplit, image_bytes
 from igan.data.holdout import Picked
 from igan.data.decoding import BatchDecoder, decode_image
-from igan.data.manifest import split_manifest
+from igan.data.manifest import ShardDataError, split_manifest
 from igan.data.pixels import to_model_range
-from igan.data.storage import open_read
+from igan.data.storage import is_uri, open_read
 
 SPLIT_MODES = ("auto", "shard", "sample")
 
 
-def iter_tar(url: str, select: str | None = None) -> Iterator[dict]:
+@dataclass(frozen=True)
+class ShardSpec:
+    """What a manifest promises about one shard: its ``url``, ``num_samples``, ``sha256`` (None:
+    not checked) and the label range ``0..num_classes-1``."""
+    url: str
+    num_samples: int
+    sha256: str | None
+    num_classes: int
+
+
+def shard_specs(folder, manifest: dict, verify: bool = True) -> list[ShardSpec]:
+    """The :class:`ShardSpec` of every shard of a split folder's ``manifest``, in manifest order;
+    ``verify=False`` leaves out the sha256 (the counts, labels and names are still checked)."""
+    n = int(manifest["num_classes"])
+    return [ShardSpec(folder.url_of(s["name"]), int(s["num_samples"]), s["sha256"] if verify else None, n)
+            for s in manifest["shards"]]
+
+
+def iter_tar(url: str, select: str | None = None, expect: ShardSpec | None = None) -> Iterator[dict]:
     """Samples of one shard as WebDataset dicts ``{"__key__": str, "png"|"jpg": bytes, "cls":
     bytes}`` in file order. ``select``: keep only members with that extension (e.g. ``"cls"``).
     Plain ustar members (what ``igan shard`` writes) are parsed directly; a shard using other tar
-    features (long-name or pax headers, ...) is read with WebDataset's tarfile-based expander."""
+    features (long-name or pax headers, ...) is read with WebDataset's tarfile-based expander.
+    The shard is read and checked whole before its first sample is yielded: ShardDataError for a
+    cut-short tar, a member name outside the shard (absolute or with ``..``), a key seen twice and,
+    with ``expect``, a shard that differs from it (see the module doc)."""
+    raw, identity = _read_whole(url)
+    want = expect.sha256 if expect is not None else None
+    known = want is not None and identity is not None and _VERIFIED.get((url, want)) == identity
+    digest = _Sha256(raw) if want is not None and not known else None
+    try:
+        samples = _parse_tar(raw, url, select)
+    except ShardDataError:
+        if digest is not None:  # a wrong hash says more than the broken tar it explains
+            digest.check(expect.sha256, url)
+        raise
+    if digest is not None:
+        digest.check(expect.sha256, url)
+        # a file changed within the last second may change again inside the same coarse clock tick
+        # (same ctime): trust only identities older than that
+        if identity is not None and time.time_ns() - identity[-1] > 1_000_000_000:
+            _VERIFIED[(url, want)] = identity
+    if expect is not None:
+        _check_samples(samples, expect, url, images=select is None)
+    yield from samples
+
+
+# (local path, sha256) -> identity of the file when bytes read from it hashed to that sha256
+_VERIFIED: dict[tuple[str, str], tuple] = {}
+
+
+def forget_verified() -> None:
+    """Forget which local shards this process has verified: the next read of each hashes it again."""
+    _VERIFIED.clear()
+
+
+def _identity(fd: int) -> tuple:
+    """``(device, inode, size, mtime_ns, ctime_ns)`` of the open file ``fd``."""
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _read_whole(url: str) -> tuple[bytes, tuple | None]:
+    """``(bytes, identity)`` of the shard at ``url``: identity (device, inode, size, mtime,
+    ctime) for a local file that did not change while it was read, else None. ShardDataError when
+    it does not exist (a manifest that lists a missing shard does not heal on a retry; other I/O
+    errors may, and pass through)."""
+    try:
+        if is_uri(url) or url.startswith("pipe:"):
+            with open_read(url) as stream:
+                return stream.read(), None
+        with open(url, "rb") as f:
+            before = _identity(f.fileno())
+            raw = f.read()
+            after = _identity(f.fileno())
+        return raw, (after if after == before else None)
+    except FileNotFoundError:
+        raise ShardDataError(f"{url}: shard listed in the manifest does not exist") from None
+
+
+class _Sha256:
+    """The sha256 of ``raw``, computed on a thread of its own while the caller parses the tar:
+    hashlib releases the GIL, so on a core the decoders leave free the check costs no time on
+    the consuming thread (a thread per shard: forked DataLoader workers inherit no pool)."""
+
+    def __init__(self, raw: bytes):
+        self.size, self._hex = len(raw), None
+        self._thread = threading.Thread(target=self._run, args=(raw,), name="igan-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self, raw: bytes) -> None:
+        self._hex = hashlib.sha256(raw).hexdigest()
+
+    def check(self, want: str, url: str) -> None:
+        """ShardDataError when the digest is not the manifest's ``want``."""
+        self._thread.join()
+        if self._hex != want:
+            got = self._hex or "?"
+            raise ShardDataError(f"{url}: sha256 {got[:16]}... does not match the manifest's {want[:16]}... "
+                                 f"({self.size} bytes; the shard was replaced, altered or cut short)")
+
+
+def _parse_tar(raw: bytes, url: str, select: str | None) -> list[dict]:
+    """The shard's samples (see :func:`iter_tar`), every key once; ShardDataError for anything
+    that does not parse."""
+    import tarfile
+
+    try:
+        return _parse_members(raw, url, select)
+    except ShardDataError:
+        raise
+    except (ValueError, EOFError, tarfile.TarError) as exc:  # e.g. a member name that is not UTF-8
+        raise ShardDataError(f"{url}: unreadable tar ({type(exc).__name__}: {exc})"[:300]) from None
+
+
+def _parse_members(raw: bytes, url: str, select: str | None) -> list[dict]:
+    """The samples of the tar ``raw``: ustar parsed directly, anything else through WebDataset."""
     from webdataset.tariterators import group_by_keys, tar_file_expander
 
     def keep(fname: str) -> bool:
         return select is None or fname.endswith("." + select)
 
-    with open_read(url) as stream:
-        raw = stream.read()
     members = _ustar_members(raw, url, keep)
-    if members is None:
-        yield from group_by_keys(tar_file_expander([{"url": url, "stream": io.BytesIO(raw)}], select_files=keep))
-    else:
-        yield from _group_members(members, url)
+    if members is not None:
+        return list(_group_members(members, url))
+    _check_foreign_names(raw, url)
+    samples = list(group_by_keys(tar_file_expander([{"url": url, "stream": io.BytesIO(raw)}], select_files=keep)))
+    _check_unique([s["__key__"] for s in samples], url)
+    return samples
+
+
+def _check_samples(samples: list[dict], expect: ShardSpec, url: str, images: bool) -> None:
+    """ShardDataError unless there are ``expect.num_samples`` samples, each with a label in
+    ``0..num_classes-1`` and (``images``) an encoded image."""
+    if len(samples) != expect.num_samples:
+        raise ShardDataError(f"{url}: holds {len(samples)} samples, the manifest says {expect.num_samples}")
+    top = expect.num_classes
+    for s in samples:
+        raw = s.get("cls")
+        try:
+            label = int(raw)
+        except (TypeError, ValueError):
+            what = "no label (.cls member)" if raw is None else f"label {bytes(raw[:20])!r}, not an integer"
+            raise ShardDataError(f"{url}: sample {s['__key__']} has {what}") from None
+        if not 0 <= label < top:
+            raise ShardDataError(f"{url}: sample {s['__key__']} has label {label}, outside 0..{top - 1} "
+                                 f"(the manifest's num_classes is {top})")
+        if images and "png" not in s and "jpg" not in s and "jpeg" not in s:
+            raise ShardDataError(f"{url}: sample {s['__key__']} has no png/jpg image")
+
+
+def _name_problem(name: str) -> str | None:
+    """Why a tar member name would leave the shard's folder, or None."""
+    if name.startswith("/"):
+        return "is an absolute path"
+    if ".." in name.split("/"):
+        return "climbs out with '..'"
+    return None
+
+
+def _check_foreign_names(raw: bytes, url: str) -> None:
+    """ShardDataError when a member of a tar read through tarfile has a name outside the shard."""
+    import tarfile
+
+    try:
+        with tarfile.open(fileobj=io.BytesIO(raw), mode="r:") as tar:
+            names = tar.getnames()
+    except tarfile.TarError as exc:
+        raise ShardDataError(f"{url}: not a readable tar ({exc})") from None
+    for name in names:
+        why = _name_problem(name)
+        if why is not None:
+            raise ShardDataError(f"{url}: member name {name!r} {why}"[:300])
+
+
+def _check_unique(keys: list[str], url: str) -> None:
+    """ShardDataError naming the first key of ``keys`` that comes twice."""
+    seen: set[str] = set()
+    for key in keys:
+        if key in seen:
+            raise ShardDataError(f"{url}: key {key!r} appears twice"[:300])
+        seen.add(key)
 
 
 def _group_members(members: list[tuple[str, bytes]], url: str) -> Iterator[dict]:
     """Consecutive ``(name, data)`` members sharing a key as one sample dict, WebDataset's rule
     (key: the path up to the first dot of the file name; the rest, lower-cased, is the field)
-    without its per-member regular expression: reading is per-sample overhead of every epoch."""
+    without its per-member regular expression: reading is per-sample overhead of every epoch.
+    ShardDataError when a key comes back after another one (WebDataset would yield it twice)."""
     sample: dict | None = None
+    seen: set[str] = set()
     for name, data in members:
         base = name.rfind("/") + 1
         dot = name.find(".", base)
@@ -77,9 +264,12 @@ def _group_members(members: list[tuple[str, bytes]], url: str) -> Iterator[dict]
         if sample is None or sample["__key__"] != key:
             if sample is not None:
                 yield sample
+            if key in seen:
+                raise ShardDataError(f"{url}: key {key!r} appears twice"[:300])
+            seen.add(key)
             sample = {"__key__": key, "__url__": url}
         if field in sample:
-            raise ValueError(f"{url}: duplicate member {name}")
+            raise ShardDataError(f"{url}: duplicate member {name}"[:300])
         sample[field] = data
     if sample is not None:
         yield sample
@@ -87,7 +277,8 @@ def _group_members(members: list[tuple[str, bytes]], url: str) -> Iterator[dict]
 
 def _ustar_members(raw: bytes, url: str, keep) -> list[tuple[str, bytes]] | None:
     """``[(name, data)]`` of the regular files of an uncompressed ustar archive, or None when the
-    archive uses anything else (then the caller falls back to tarfile)."""
+    archive uses anything else (then the caller falls back to tarfile). ShardDataError for a
+    member name outside the shard or a tar cut short."""
     out, pos, end, finished = [], 0, len(raw), False
     view = memoryview(raw)
     while pos + 512 <= end:
@@ -106,15 +297,65 @@ def _ustar_members(raw: bytes, url: str, keep) -> list[tuple[str, bytes]] | None
         prefix = header[345:500].split(b"\0", 1)[0]
         if prefix:
             name = prefix.decode("utf-8") + "/" + name
+        why = _name_problem(name)
+        if why is not None:  # never silently dropped: a shard with such a name was not written by igan
+            raise ShardDataError(f"{url}: member name {name!r} {why}"[:300])
         start = pos + 512
         if start + size > end:
-            raise ValueError(f"{url}: truncated tar member {name}")
+            raise ShardDataError(f"{url}: truncated tar member {name}")
         if keep(name) and "/." not in "/" + name:
             out.append((name, bytes(view[start:start + size])))
         pos = start + (size + 511) // 512 * 512
     if not finished:
-        raise ValueError(f"{url}: truncated tar (no end-of-archive block after {len(out)} members)")
+        raise ShardDataError(f"{url}: truncated tar (no end-of-archive block after {len(out)} members)")
     return out
+
+
+class KeyLedger:
+    """Finds a key that is in two shards of a split in one pass, keeping 16 bytes per sample (a
+    64-bit hash of the key, its shard and position) rather than the keys: a split of millions of
+    samples stays small in every worker. :meth:`check` confirms a hash match on the real keys."""
+
+    def __init__(self):
+        self._hashes, self._where = array("q"), array("q")
+
+    def add(self, key: str, shard: int, position: int) -> None:
+        """Record sample ``position`` of shard ``shard`` (both 0-based) with its ``key``."""
+        self._hashes.append(hash(key))
+        self._where.append((shard << 32) | position)
+
+    def check(self, keys_of: Callable[[int], list[str]], url_of: Callable[[int], str]) -> None:
+        """ShardDataError naming the key and both shards when a key was added twice. ``keys_of(i)``
+        returns shard ``i``'s keys in file order (reread only for hash matches)."""
+        if len(self._hashes) < 2:
+            return
+        h = np.frombuffer(self._hashes, dtype=np.int64)
+        order = np.argsort(h, kind="stable")
+        for d in np.flatnonzero(h[order[1:]] == h[order[:-1]]):
+            (sa, pa), (sb, pb) = (divmod(self._where[int(order[j])], 1 << 32) for j in (d, d + 1))
+            key = keys_of(sa)[pa]
+            if keys_of(sb)[pb] == key:
+                raise ShardDataError(f"key {key!r} is in two shards: {url_of(sa)} and {url_of(sb)}"[:400])
+
+
+def iter_split(folder, manifest: dict, verify: bool = True, select: str | None = None) -> Iterator[tuple[int, dict]]:
+    """Every sample of a split folder as ``(shard index, sample)``, shards in manifest order, each
+    checked against its manifest entry (:func:`iter_tar`); after the last one, ShardDataError when
+    a key is in two shards."""
+    specs = shard_specs(folder, manifest, verify)
+    ledger = KeyLedger()
+    for index, spec in enumerate(specs):
+        for position, sample in enumerate(iter_tar(spec.url, select, expect=spec)):
+            ledger.add(sample["__key__"], index, position)
+            yield index, sample
+    cache: dict[int, list[str]] = {}
+
+    def keys_of(i: int) -> list[str]:
+        if i not in cache:
+            cache[i] = [s["__key__"] for s in iter_tar(specs[i].url, select="cls")]
+        return cache[i]
+
+    ledger.check(keys_of, lambda i: specs[i].url)
 
 
 def shard_order(num_shards: int, seed: int, epoch: int, shuffle: bool = True) -> list[int]:
@@ -138,7 +379,8 @@ class ShardDataset(IterableDataset):
     last one, ``decode_threads`` and ``prefetch`` (batches decoding ahead) as in the module doc.
     ``exclude``: keys never yielded (the validation hold-out of a train split), with
     ``excluded_per_shard`` how many of them each shard holds, so counts stay exact; positions for
-    ``split_by="sample"`` count only the samples that remain.
+    ``split_by="sample"`` count only the samples that remain. ``verify``: check each shard's sha256
+    against the manifest as it is read (the counts, labels and names are checked either way).
     """
 
     def __init__(self, root: str, split: str = "train", *, rank: int = 0, world_size: int = 1,
@@ -146,7 +388,7 @@ class ShardDataset(IterableDataset):
                  pixel_range: str | None = None, split_by: str = "auto", with_keys: bool = False,
                  batch_size: int | None = None, drop_last: bool = False, decode_threads: int = 1,
                  prefetch: int = 2, exclude: frozenset[str] = frozenset(),
-                 excluded_per_shard: list[int] | None = None):
+                 excluded_per_shard: list[int] | None = None, verify: bool = True):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in 0..{world_size - 1}; got {rank}")
         if batch_size is not None and batch_size < 1:
@@ -156,8 +398,10 @@ class ShardDataset(IterableDataset):
         if split_by not in SPLIT_MODES:
             raise ValueError(f"split_by must be one of {', '.join(SPLIT_MODES)}; got {split_by!r}")
         folder, self.manifest = split_manifest(root, split)
-        self.urls = [folder.url_of(s["name"]) for s in self.manifest["shards"]]
-        self.counts = [s["num_samples"] for s in self.manifest["shards"]]
+        self.specs = shard_specs(folder, self.manifest, verify)
+        self.urls = [spec.url for spec in self.specs]
+        # every rank's step count comes from these before a byte is read: iter_tar holds each shard to them
+        self.counts = [spec.num_samples for spec in self.specs]
         if excluded_per_shard is not None:
             if len(excluded_per_shard) != len(self.counts) or sum(excluded_per_shard) != len(exclude):
                 raise ValueError("excluded_per_shard must give, per shard, how many keys of exclude it holds")
@@ -213,7 +457,7 @@ class ShardDataset(IterableDataset):
         shards, mod, rem = self.plan(c, n)
         position = 0
         for i in shards:
-            for sample in iter_tar(self.urls[i]):
+            for sample in iter_tar(self.urls[i], expect=self.specs[i]):
                 if sample["__key__"] in self.exclude:
                     continue
                 if mod == 1 or position % mod == rem:
@@ -293,7 +537,7 @@ def shuffle_buffer(items: Iterator, size: int, rng: np.random.Generator) -> Iter
 def make_loader(root: str, split: str = "train", *, batch_size: int, rank: int = 0, world_size: int = 1,
                 num_workers: int = 0, decode_threads: int = 2, shuffle: bool = True, shuffle_buffer: int = 2000,
                 seed: int = 0, epoch: int = 0, pixel_range: str | None = None, split_by: str = "auto",
-                drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
+                drop_last: bool = False, pin_memory: bool = False, verify: bool = True) -> DataLoader:
     """A DataLoader of batches ``(images [B, C, H, W], labels int64 [B])`` over this rank's part of
     the split (a :class:`ShardDataset`, reachable as ``loader.dataset`` for ``set_epoch``).
     Batches are formed and decoded (``decode_threads`` threads each) inside each of
@@ -301,20 +545,22 @@ def make_loader(root: str, split: str = "train", *, batch_size: int, rank: int =
     a worker may be short (``drop_last`` drops it). Call ``loader.dataset.set_epoch(e)`` before
     each epoch; ranks may differ by up to one shard in ``split_by="shard"`` mode
     (``loader.dataset.num_samples(num_workers)`` tells each rank its count, e.g. to agree on a
-    common number of steps)."""
+    common number of steps). ``verify``: check each shard's sha256 as it is read (module doc)."""
     ds = ShardDataset(root, split, rank=rank, world_size=world_size, shuffle=shuffle,
                       shuffle_buffer=shuffle_buffer, seed=seed, epoch=epoch, pixel_range=pixel_range,
-                      split_by=split_by, batch_size=batch_size, drop_last=drop_last, decode_threads=decode_threads)
+                      split_by=split_by, batch_size=batch_size, drop_last=drop_last, decode_threads=decode_threads,
+                      verify=verify)
     return DataLoader(ds, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, persistent_workers=False)
 
 
 def read_encoded(root: str, split: str, pixel_range: str | None = None,
-                 keys: set[str] | None = None) -> EncodedSplit:
+                 keys: set[str] | None = None, verify: bool = True) -> EncodedSplit:
     """The whole split (or only the samples whose key is in ``keys``) as encoded images sorted by
-    key, decoded on demand to ``pixel_range`` (None: ``uint8``)."""
+    key, decoded on demand to ``pixel_range`` (None: ``uint8``). Every shard is checked
+    (:func:`iter_split`; ``verify``: sha256 too)."""
     folder, manifest = split_manifest(root, split)
     found = [Picked(sample["__key__"], int(sample["cls"]), image_bytes(sample))
-             for s in manifest["shards"] for sample in iter_tar(folder.url_of(s["name"]))
+             for _, sample in iter_split(folder, manifest, verify)
              if keys is None or sample["__key__"] in keys]
     found.sort(key=lambda p: p.key)
     h, w = manifest["image_size"]
@@ -322,21 +568,23 @@ def read_encoded(root: str, split: str, pixel_range: str | None = None,
 
 
 def read_split(root: str, split: str, pixel_range: str | None = None,
-               keys: set[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               keys: set[str] | None = None, verify: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole split (or only the samples whose key is in ``keys``) in memory, sorted by key:
     images ``uint8 [N, C, H, W]`` (or float in ``pixel_range``) and labels ``int64 [N]``.
     For small sets (digits, test splits)."""
-    return read_encoded(root, split, pixel_range, keys).decode_all()
+    return read_encoded(root, split, pixel_range, keys, verify).decode_all()
 
 
-def read_labels(root: str, split: str) -> tuple[list[str], np.ndarray]:
-    """Keys (sorted) and their labels ``int64 [N]`` of a split, reading only the ``.cls`` members."""
+def read_labels(root: str, split: str, verify: bool = True) -> tuple[list[str], np.ndarray]:
+    """Keys (sorted) and their labels ``int64 [N]`` of a split, keeping only the ``.cls`` members
+    (every shard is still read and checked whole)."""
     folder, manifest = split_manifest(root, split)
     pairs = [(sample["__key__"], int(sample["cls"]))
-             for s in manifest["shards"] for sample in iter_tar(folder.url_of(s["name"]), select="cls")]
+             for _, sample in iter_split(folder, manifest, verify, select="cls")]
     pairs.sort()
     return [k for k, _ in pairs], np.array([y for _, y in pairs], dtype=np.int64)
 
 
-__all__ = ["ShardDataset", "make_loader", "read_split", "read_encoded", "read_labels", "iter_tar",
-           "decode_image", "shard_order", "shuffle_buffer"]
+__all__ = ["ShardDataset", "ShardSpec", "KeyLedger", "make_loader", "read_split", "read_encoded", "read_labels",
+           "iter_tar", "iter_split", "shard_specs", "forget_verified", "decode_image", "shard_order",
+           "shuffle_buffer"]
