@@ -22,6 +22,13 @@ EXPERIMENT = "igan-test-registry"
 
 
 @pytest.fixture(scope="module")
+def mlflow_server(own_mlflow_server):
+    """A server of this module's own: it counts registered versions, which other modules' jobs on
+    the shared session server would change."""
+    return own_mlflow_server
+
+
+@pytest.fixture(scope="module")
 def registered(mlflow_server):
     """A digits run registered twice (versions 1 and 2) and a ring8 run registered once."""
     digits = apply_overrides(get_preset("digits"), ["model.d_widths=[16,8]", "model.g_widths=[16]"])
