@@ -1,5 +1,5 @@
 """Claim: running igan's Trainer inside Ray Train (1 worker, igan train's own worker path: feed,
-``prepare_model``, :func:`pipelines.worker.run_epoch`) costs at most 5% per step over igan's plain
+``prepare_model``, :func:`igan.loop.run_epoch`) costs at most 5% per step over igan's plain
 loop (:func:`igan.loop.fit`'s inner loop: ``Trainer.train_step`` over a ``MemoryFeed``).
 
 Same run, same threads, same niceness: the plain loop is timed in this process before and after the
@@ -95,7 +95,8 @@ def ray_loop(config: dict) -> None:
     from igan.config import Config
     from igan.data.feed import MemoryFeed
     from igan.trainer import Trainer
-    from pipelines.worker import _wrapper, run_epoch, seed_rank
+    from igan.loop import run_epoch
+    from pipelines.worker import _wrapper, seed_rank
 
     torch.set_num_threads(config["threads"])
     cfg = Config.from_dict(config["config"])
@@ -110,8 +111,8 @@ def ray_loop(config: dict) -> None:
     seed_rank(trainer, cfg, rank)
 
     def run_chunk(chunk):
-        _, error = run_epoch(trainer, chunk, synced)
-        assert error is None, error
+        _, stop = run_epoch(trainer, chunk, synced, rank)
+        assert stop is None, stop
     step_s = time_chunks(run_chunk, batches_forever(feed), config["warmup"], config["steps"], config["chunks"])
     if rank == 0:  # Ray Train V2 keeps reported metrics only with checkpoints: a file instead
         with open(config["out"], "w") as f:

@@ -3,7 +3,7 @@ x 1 thread trains at >= 1.7x the throughput (real examples per second) of 1 work
 measured in the same run.
 
 Both runs use igan train's worker path (per-rank feed, ``prepare_model``, per-step non-finite
-agreement, :func:`pipelines.worker.run_epoch`) with the per-worker batch ``data.batch_size``; each
+agreement, :func:`igan.loop.run_epoch`) with the per-worker batch ``data.batch_size``; each
 worker times its steady state (``--warmup`` steps, then the median of ``--chunks`` chunks). The
 1-worker run goes first and last (their mean is the baseline) so drifting machine load does not
 favour either side. Throughput = workers x batch / step time.

@@ -60,7 +60,7 @@ def main() -> None:
 
     import ray
 
-    from pipelines.train import ensure_data
+    from pipelines.job_inputs import ensure_data
     from pipelines.tune import TuneOptions, run_search
     from igan.presets import get_preset
 

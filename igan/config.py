@@ -311,19 +311,35 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
-def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Apply ``["section.key=value", ...]`` (the CLI's ``--set``) to a copy of ``cfg``."""
+def with_values(cfg: Config, values: typing.Mapping[str, Any]) -> Config:
+    """A copy of ``cfg`` with ``{"section.key": value}`` set (typed values, e.g. a Tune sample; a
+    string is parsed as ``--set`` parses it), validated. ConfigError on an unknown key or a bad value."""
     out = copy.deepcopy(cfg)
+    for key, value in values.items():
+        _set(out, key.strip(), value.item() if hasattr(value, "item") else value)  # NumPy scalars
+    return validate(out)
+
+
+def parse_overrides(overrides: typing.Iterable[str]) -> dict[str, str]:
+    """``["section.key=value", ...]`` (the CLI's ``--set``) as ``{"section.key": "value"}``, in order."""
+    out: dict[str, str] = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects section.key=value, got '{item}'")
         key, value = item.split("=", 1)
-        _set(out, key.strip(), value.strip())
-    return validate(out)
+        out[key.strip()] = value.strip()
+    return out
 
 
-def load_yaml(path: str | Path, base: Config | None = None) -> Config:
-    """Config from a YAML file of sections; ``preset: NAME`` in the file starts from that preset."""
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``["section.key=value", ...]`` (the CLI's ``--set``) to a copy of ``cfg``."""
+    return with_values(cfg, parse_overrides(overrides))
+
+
+def read_yaml(path: str | Path) -> dict:
+    """The sections of a YAML config file as a dict (not yet a Config: ``preset:`` in it names the
+    preset to start from, see :func:`igan.presets.build_config`). ConfigError, one line, when the
+    file is missing or not YAML."""
     import yaml
 
     path = Path(path)
@@ -333,14 +349,13 @@ def load_yaml(path: str | Path, base: Config | None = None) -> Config:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
-    if base is None and isinstance(raw, dict) and "preset" in raw:
-        from igan.presets import get_preset
-        base = get_preset(str(raw["preset"]))
-    return Config.from_dict(raw, base=base)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must be a mapping of sections, got {type(raw).__name__}")
+    return raw
 
 
 def dump_yaml(cfg: Config) -> str:
-    """The config as YAML text that :func:`load_yaml` reads back to an equal Config."""
+    """The config as YAML text that :func:`igan.presets.load_yaml` reads back to an equal Config."""
     import yaml
 
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

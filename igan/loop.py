@@ -1,76 +1,161 @@
-"""The plain PyTorch training loop (no Ray): what a researcher calls to train an improved GAN on one
-machine, and the reference the Ray Train worker is measured against."""
+"""igan's one training loop, used everywhere a model trains: :func:`fit` (one machine, no Ray), the
+Ray Train worker and the local Tune trial are thin adapters over :func:`train_epochs`.
+
+The loop trains epoch after epoch and calls what its caller passes in: ``evaluate`` (metrics after
+an epoch), ``on_epoch_end`` (report, log, checkpoint; returning True stops the loop) and ``hooks``,
+objects whose optional ``on_epoch_start(rank, epoch)`` and ``on_batches(rank, epoch, batches)``
+methods run at the start of each epoch: the seam through which tests inject faults (a crash, a
+wait, a poisoned batch) without switches in production code.
+
+With several ranks (``world`` > 1) every step ends with one collective that settles the ranks'
+stops together (:mod:`igan.distributed`), so a non-finite loss or a data error on one rank stops
+every rank at the same step instead of leaving the others waiting in DDP.
+"""
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
 
-import torch
-
-from igan.checkpoint import read_state
 from igan.config import Config
 from igan.data.feed import MemoryFeed
+from igan.data.manifest import ShardDataError
 from igan.data.memory import ArraySplit
-from igan.trainer import Trainer
+from igan.distributed import END, AgreedDataError, data_error_reason, mean_over_ranks, settle
+from igan.trainer import NonFiniteLossError, Trainer
 
-EpochCallback = Callable[[Trainer, int, dict], None]
+
+@dataclass
+class EpochEnd:
+    """What one finished epoch produced. ``epoch`` counts epochs done (1-based)."""
+    epoch: int
+    step: int
+    metrics: dict[str, float]
+    grid: Any = None
+    elapsed: float = 0.0
+    last: bool = False
+
+
+@dataclass
+class LoopResult:
+    """How :func:`train_epochs` ended: ``status`` is ``finished`` (every epoch), ``nonfinite`` (a
+    loss became NaN/inf on some rank: ``reason``), ``max_steps`` or ``stopped`` (``on_epoch_end``
+    asked)."""
+    status: str
+    step: int
+    epochs_done: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
+Evaluate = Callable[[Trainer, int, dict], "tuple[dict[str, float], Any]"]
+
+
+def run_epoch(trainer: Trainer, batches: Iterable, world: int = 1, rank: int = 0,
+              max_steps: int | None = None) -> tuple[dict[str, float], tuple[str, str] | None]:
+    """Train on ``batches`` (this rank's). Returns ``(losses averaged over steps and ranks, None)``
+    at the end of the batches, ``({}, ("nonfinite", reason))`` when a loss became non-finite on any
+    rank, or ``(partial means, ("max_steps", ""))`` once the trainer reached ``max_steps``. Raises
+    AgreedDataError on every rank when reading a batch failed on any rank, or when the ranks'
+    batches ran out at different steps."""
+    sums: dict[str, float] = {}
+    count = 0
+    stream = iter(batches)
+    batch, stop = _fetch(stream, rank)
+    while True:
+        if stop is None and max_steps is not None and trainer.step >= max_steps:
+            stop = ("max_steps", "")
+        stop = settle(stop, trainer.device, world, count)
+        if stop is not None:
+            break
+        try:
+            logs = trainer.train_step(*batch)
+        except NonFiniteLossError as exc:
+            stop = ("nonfinite", f"rank {rank}: {exc}")
+            continue
+        for k, v in logs.items():
+            sums[k] = sums.get(k, 0.0) + v
+        count += 1
+        batch, stop = _fetch(stream, rank)
+    if stop[0] == "data":
+        raise AgreedDataError(stop[1])
+    if stop[0] == "nonfinite":
+        return {}, stop
+    means = mean_over_ranks({k: v / max(count, 1) for k, v in sorted(sums.items())}, trainer.device, world)
+    return means, (None if stop == END else stop)
+
+
+def _fetch(stream, rank: int) -> tuple[Any, tuple[str, str] | None]:
+    """``(next batch, None)``, ``(None, END)`` at the end, or ``(None, ("data", reason))`` when
+    reading it raised a ShardDataError."""
+    try:
+        return next(stream), None
+    except StopIteration:
+        return None, END
+    except ShardDataError as exc:
+        return None, ("data", f"rank {rank}: {data_error_reason(exc)}")
+
+
+def train_epochs(trainer: Trainer, feed, cfg: Config, *, start_epoch: int = 0, start_batch: int = 0,
+                 evaluate: Evaluate | None = None, on_epoch_end: Callable[[EpochEnd], bool | None] | None = None,
+                 hooks: Sequence[object] = (), world: int = 1, rank: int = 0,
+                 max_steps: int | None = None) -> LoopResult:
+    """Epochs ``start_epoch .. train.epochs - 1`` of ``feed`` (``feed.epoch(e, start=...)`` yields
+    this rank's batches; ``start_batch`` skips into the first epoch, for a resume mid-epoch).
+
+    After each epoch: ``evaluate(trainer, epoch, mean losses) -> (metrics, grid)`` (default: the
+    losses, no grid; a collective when ``world`` > 1), then ``on_epoch_end(EpochEnd)``; a True
+    return stops the loop. Returns a :class:`LoopResult`; AgreedDataError propagates."""
+    t0, metrics = time.perf_counter(), {}
+    epoch = start_epoch
+    for epoch in range(start_epoch, cfg.train.epochs):
+        for hook in hooks:
+            if hasattr(hook, "on_epoch_start"):
+                hook.on_epoch_start(rank, epoch)
+        trainer.set_epoch(epoch)
+        skip = start_batch if epoch == start_epoch else 0
+        batches = feed.epoch(epoch, start=skip) if skip else feed.epoch(epoch)
+        for hook in hooks:
+            if hasattr(hook, "on_batches"):
+                batches = hook.on_batches(rank, epoch, batches)
+        losses, stop = run_epoch(trainer, batches, world, rank, max_steps)
+        if stop is not None and stop[0] == "nonfinite":
+            return LoopResult("nonfinite", trainer.step, epoch, metrics, reason=stop[1])
+        if stop is not None:  # max_steps, mid-epoch: no evaluation of a partial epoch
+            return LoopResult("max_steps", trainer.step, epoch, metrics)
+        metrics, grid = evaluate(trainer, epoch, losses) if evaluate is not None else (dict(losses), None)
+        end = EpochEnd(epoch + 1, trainer.step, metrics, grid, time.perf_counter() - t0,
+                       last=epoch + 1 == cfg.train.epochs)
+        if on_epoch_end is not None and on_epoch_end(end):
+            return LoopResult("stopped", trainer.step, epoch + 1, metrics)
+    return LoopResult("finished", trainer.step, cfg.train.epochs, metrics)
 
 
 def fit(cfg: Config, train: ArraySplit, *, trainer: Trainer | None = None, max_steps: int | None = None,
-        on_epoch_end: EpochCallback | None = None, progress: bool = False) -> Trainer:
-    """Train ``cfg`` on ``train`` from the trainer's current (epoch, step) to ``train.epochs``.
+        on_epoch_end: Callable[[Trainer, int, dict], None] | None = None, progress: bool = False,
+        hooks: Sequence[object] = ()) -> Trainer:
+    """Train ``cfg`` on ``train`` (in memory, one process) from the trainer's current step to
+    ``train.epochs``; returns the trainer.
 
     The validation hold-out (``data.val_per_class`` per class) is carved out of ``train`` first and
     never trained on (:class:`~igan.data.feed.MemoryFeed`; ``MemoryFeed(train, cfg).validation`` is it).
-    Resumes exactly when given a trainer restored with :meth:`Trainer.load_state_dict`: the batch
-    order of an epoch depends only on ``(seed, epoch)``, so the loop skips to the saved step.
-    ``max_steps`` stops after that many total steps (for tests and checkpoints mid-epoch).
-    ``on_epoch_end(trainer, epoch, mean_losses)`` runs after each finished epoch.
-    Returns the trainer.
+    Resumes exactly when given a trainer restored from a checkpoint (:mod:`igan.checkpoint`): the
+    batch order of an epoch depends only on ``(seed, epoch)``, so the loop skips to the saved step.
+    ``max_steps`` stops after that many total steps. ``on_epoch_end(trainer, epoch, mean_losses)``
+    runs after each finished epoch (``epoch`` 0-based).
     """
-    batches = MemoryFeed(train, cfg)
+    feed = MemoryFeed(train, cfg)
     if trainer is None:
-        trainer = Trainer(cfg, init_batch=batches.init_batch())
-    per_epoch = len(batches)
-    start_epoch, start_batch = divmod(trainer.step, per_epoch)
-    t0 = time.perf_counter()
-    for epoch in range(start_epoch, cfg.train.epochs):
-        trainer.set_epoch(epoch)
-        sums: dict[str, float] = {}
-        count = 0
-        for batch in batches.epoch(epoch, start=start_batch if epoch == start_epoch else 0):
-            if max_steps is not None and trainer.step >= max_steps:
-                return trainer
-            logs = trainer.train_step(*batch)
-            for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
-        means = {k: v / max(count, 1) for k, v in sums.items()}
+        trainer = Trainer(cfg, init_batch=feed.init_batch())
+    start_epoch, start_batch = divmod(trainer.step, len(feed))
+
+    def epoch_done(end: EpochEnd) -> None:
         if progress:
-            loss_text = " ".join(f"{k}={v:.4f}" for k, v in sorted(means.items()))
-            print(f"epoch {epoch + 1}/{cfg.train.epochs} step {trainer.step} {loss_text} "
-                  f"({time.perf_counter() - t0:.0f}s)", flush=True)
+            loss_text = " ".join(f"{k}={v:.4f}" for k, v in sorted(end.metrics.items()))
+            print(f"epoch {end.epoch}/{cfg.train.epochs} step {end.step} {loss_text} ({end.elapsed:.0f}s)", flush=True)
         if on_epoch_end is not None:
-            on_epoch_end(trainer, epoch, means)
-    return trainer
+            on_epoch_end(trainer, end.epoch - 1, end.metrics)
 
-
-def save_checkpoint(trainer: Trainer, path: str | Path) -> Path:
-    """Write :meth:`Trainer.state_dict` to ``path`` atomically (temp file then rename); returns it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(trainer.state_dict(), tmp)
-    tmp.replace(path)
-    return path
-
-
-def load_checkpoint(cfg: Config, path: str | Path, device: str | None = None) -> Trainer:
-    """A fresh Trainer for ``cfg`` restored from a :func:`save_checkpoint` file. The file is read
-    without running code (:func:`igan.checkpoint.read_state`); CheckpointError (one line) when it
-    holds anything but tensors and plain values."""
-    state = read_state(path)  # before the Trainer: a refused file builds nothing
-    trainer = Trainer(cfg, device=device)
-    trainer.load_state_dict(state)
+    train_epochs(trainer, feed, cfg, start_epoch=start_epoch, start_batch=start_batch, on_epoch_end=epoch_done,
+                 hooks=hooks, max_steps=max_steps)
     return trainer

@@ -5,7 +5,10 @@ Each preset is a nested dict of overrides applied to the default :class:`~igan.c
 """
 from __future__ import annotations
 
-from igan.config import Config, ConfigError
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from igan.config import Config, ConfigError, parse_overrides, read_yaml, with_values
 
 _MNIST_MLP = {
     "model": {"name": "mnist_mlp", "z_dim": 100, "d_widths": [1000, 500, 250, 250, 250],
@@ -124,3 +127,28 @@ def get_preset(name: str) -> Config:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}'; allowed: {', '.join(PRESETS)}")
     return Config.from_dict({"preset": name, **PRESETS[name]})
+
+
+def load_yaml(path: str | Path, base: Config | None = None) -> Config:
+    """Config from a YAML file of sections over ``base``; without ``base``, ``preset: NAME`` in the
+    file starts from that preset (else from the defaults)."""
+    raw = read_yaml(path)
+    if base is None and "preset" in raw:
+        base = get_preset(str(raw["preset"]))
+    return Config.from_dict(raw, base=base)
+
+
+def build_config(preset: str | None = None, *, config_file: str | Path | None = None, base: Config | None = None,
+                 values: Mapping[str, Any] | None = None, overrides: Sequence[str] = (),
+                 default_preset: str = "digits") -> Config:
+    """The one way a job's Config is made (``igan train``, ``igan tune``, a YAML file): ``base``,
+    else the YAML file over ``preset`` (the file may name its own), else the preset (default
+    ``default_preset``); then the typed ``values`` (``{"section.key": value}``), then the ``--set``
+    ``overrides`` (strings, applied last: what the user typed wins). ConfigError on a bad key or value."""
+    if base is not None:
+        cfg = base
+    elif config_file:
+        cfg = load_yaml(config_file, base=get_preset(preset) if preset else None)
+    else:
+        cfg = get_preset(preset or default_preset)
+    return with_values(cfg, {**dict(values or {}), **parse_overrides(overrides)})

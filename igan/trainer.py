@@ -5,7 +5,6 @@ Train worker (pass ``wrap`` to put G and D under DDP).
 from __future__ import annotations
 
 import contextlib
-import random
 from typing import Callable
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch
 from torch import nn
 
 from igan.averaging import HistoricalAverage, ParameterEMA
+from igan.checkpoint import rng_state, set_rng_state
 from igan.config import Config
 from igan.layers import data_dependent_init, weight_normed_layers
 from igan.losses import (feature_matching_loss, generator_adversarial_loss, one_sided_smoothed_bce, r1_penalty,
@@ -255,12 +255,9 @@ class Trainer:
             "G": self.G.state_dict(), "D": self.D.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "step": self.step, "epoch": self.epoch,
-            "rng": {"torch": torch.get_rng_state(), "noise": self.noise.get_state(),
-                    "numpy": numpy_rng_state(), "python": python_rng_state()},
+            "rng": rng_state(self.noise, self.device),
             "config": self.cfg.to_dict(),
         }
-        if torch.cuda.is_available() and self.device.type == "cuda":
-            state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
         if self.ha_d is not None:
             state["ha_d"], state["ha_g"] = self.ha_d.state_dict(), self.ha_g.state_dict()
         if self.ema is not None:
@@ -274,50 +271,10 @@ class Trainer:
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"].cpu())
-        self.noise.set_state(rng["noise"].cpu())
-        set_numpy_rng_state(rng["numpy"])
-        set_python_rng_state(rng["python"])
-        if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
+        set_rng_state(state["rng"], self.noise, self.device)
         if self.ha_d is not None and "ha_d" in state:
             self.ha_d.load_state_dict(state["ha_d"])
             self.ha_g.load_state_dict(state["ha_g"])
         if self.ema is not None and "ema" in state:
             self.ema.load_state_dict(state["ema"])
         self.set_epoch(self.epoch)
-
-
-# -- RNG states as tensors and plain values ----------------------------------------------------------
-# NumPy's and Python's RNG states are tuples holding an ndarray / a 625-tuple; kept as they are they
-# would make a checkpoint need a full unpickler. These store them as tensors and plain values and
-# restore them bit for bit (the tuple forms of older checkpoints are still accepted).
-
-def numpy_rng_state() -> dict:
-    """NumPy's global RNG state as ``{bit_generator, key (int64 tensor), pos, has_gauss,
-    cached_gaussian}``."""
-    name, key, pos, has_gauss, cached = np.random.get_state()
-    return {"bit_generator": str(name), "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
-
-
-def set_numpy_rng_state(state) -> None:
-    """Restore what :func:`numpy_rng_state` returned (or ``np.random.get_state()``'s tuple)."""
-    if isinstance(state, dict):
-        state = (state["bit_generator"], state["key"].numpy().astype(np.uint32), int(state["pos"]),
-                 int(state["has_gauss"]), float(state["cached_gaussian"]))
-    np.random.set_state(state)
-
-
-def python_rng_state() -> dict:
-    """Python's ``random`` state as ``{version, internal (int64 tensor of 625 words), gauss_next}``."""
-    version, internal, gauss_next = random.getstate()
-    return {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next}
-
-
-def set_python_rng_state(state) -> None:
-    """Restore what :func:`python_rng_state` returned (or ``random.getstate()``'s tuple)."""
-    if isinstance(state, dict):
-        state = (int(state["version"]), tuple(int(v) for v in state["internal"].tolist()), state["gauss_next"])
-    random.setstate(state)

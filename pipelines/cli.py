@@ -45,16 +45,18 @@ def _module(name: str):
     return importlib.import_module(f"pipelines.cmd_{name}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``igan`` script; returns the process exit status."""
+def main(argv: list[str] | None = None, hooks: list | None = None) -> int:
+    """Entry point of the ``igan`` script; returns the process exit status. ``hooks`` (for callers
+    in Python, e.g. tests injecting faults) go to ``igan train``'s and ``igan tune``'s jobs."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
-        argv = ["train"]  # DESIGN: `igan` alone behaves like `igan train` on the digits preset
+        argv = ["train"]  # `igan` alone behaves like `igan train` on the digits preset
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    args.hooks = list(hooks or [])
     try:
         return int(_module(args.command).run(args) or 0)
     except (UserError, ConfigError) as exc:

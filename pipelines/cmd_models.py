@@ -1,5 +1,5 @@
 """``igan models [NAME]``: the registered igan models, their versions, aliases, source runs and the
-runs' headline metrics (DESIGN.md, CLI contract). Import stays light: MLflow loads when it runs."""
+runs' headline metrics. Import stays light: MLflow loads when it runs."""
 from __future__ import annotations
 
 import argparse

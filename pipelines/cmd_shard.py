@@ -12,7 +12,7 @@ DATASETS = ("digits", "mnist", "cifar10", "svhn", "imagenet")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``igan shard`` (see DESIGN.md, CLI contract)."""
+    """The options of ``igan shard`` (README, "Commands")."""
     parser.add_argument("dataset", metavar="DATASET", help=f"one of: {' '.join(DATASETS)}")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="shard root: a folder or URI (s3://, gs://, file://); each split goes to DIR/<split>/")

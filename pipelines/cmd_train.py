@@ -1,4 +1,4 @@
-"""``igan train``: train an improved GAN with Ray Train, tracked in MLflow (DESIGN.md, CLI contract).
+"""``igan train``: train an improved GAN with Ray Train, tracked in MLflow.
 
 With no arguments it trains the ``digits`` preset on this machine (sharding the embedded digits on
 first use). Import stays light: Ray and MLflow are imported only when the command runs.
@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers, gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
         threads=args.threads, tracking_uri=args.tracking_uri, experiment=args.experiment, storage=args.storage,
         name=args.name, resume=args.resume, address=args.address, max_failures=args.max_failures,
-        register=not args.no_register, wait_for_resources=args.wait_for_resources)
+        register=not args.no_register, wait_for_resources=args.wait_for_resources,
+        hooks=getattr(args, "hooks", []))
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else (lambda msg: print(msg, flush=True))
     try:
         summary = run_training(opts, log=log)

@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, storage=args.storage, tracking_uri=args.tracking_uri, experiment=args.experiment,
         name=args.name, resume=args.resume, seed=args.seed, grace_epochs=args.grace_epochs,
         max_failures=args.max_failures, address=args.address, register=not args.no_register,
-        verbose=0 if args.json else 1, trial_backend=args.trial_backend, wait_for_resources=args.wait_for_resources)
+        verbose=0 if args.json else 1, trial_backend=args.trial_backend, wait_for_resources=args.wait_for_resources,
+        hooks=getattr(args, "hooks", []))
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else (lambda msg: print(msg, flush=True))
     try:
         summary = run_search(opts, log=log)

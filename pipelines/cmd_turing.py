@@ -93,7 +93,7 @@ def prepare_set(args, store, tracking_uri: str, name, version, run_id) -> int:
     from pipelines.cmd_sample import pick_device
     from pipelines.errors import UserError
     from pipelines.registry import load_generator
-    from pipelines.train import ensure_data
+    from pipelines.job_inputs import ensure_data
     from pipelines.turing import images
     from pipelines.turing.store import set_key
 

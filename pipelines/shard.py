@@ -31,7 +31,7 @@ import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from igan.data import imaging
 from igan.data.manifest import MANIFEST, read_manifest, shard_name, write_manifest
@@ -39,6 +39,7 @@ from igan.data.sources import Entry, Source, SourceError, get_source
 from igan.data.sources.base import describe_error
 from igan.data.storage import Folder, is_uri
 from pipelines.errors import UserError
+from pipelines.ray_runtime import check_reachable, init_ray
 from pipelines.shard_lock import ShardLock
 
 PROGRESS = ".progress"
@@ -98,11 +99,12 @@ def encode_record(rec, params: ShardParams) -> tuple[bytes, tuple[int, int]]:
 
 
 def write_shard(source: Source, params: ShardParams, out: Folder, split: str, index: int,
-                entries: list[Entry], expected_hw: tuple[int, int] | None, crash: bool = False) -> dict:
+                entries: list[Entry], expected_hw: tuple[int, int] | None, hooks: Sequence[object] = ()) -> dict:
     """Read, decode, resize, encode and write the samples ``entries`` as shard ``index`` of
     ``split`` under ``out/<split>/`` (temporary name, then rename), then record it in
     ``.progress``. Returns ``{name, num_samples, sha256, size, skipped: [{source, reason}], hw}``.
-    Unreadable samples are skipped and listed, never raised. ``crash`` (tests) stops halfway."""
+    Unreadable samples are skipped and listed, never raised. Each hook's ``on_sample(split, index,
+    position, count)`` runs before each sample is encoded (tests inject a crash there)."""
     folder = out.sub(split)
     name = shard_name(split, index)
     tmp = f"{name}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
@@ -111,8 +113,8 @@ def write_shard(source: Source, params: ShardParams, out: Folder, split: str, in
         hw_stream = _HashingWriter(raw)
         with tarfile.open(fileobj=hw_stream, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
             for i, rec in enumerate(source.read(split, entries)):
-                if crash and i >= len(entries) // 2:
-                    raise RuntimeError(f"simulated crash while writing {name}")
+                for hook in hooks:
+                    hook.on_sample(split, index, i, len(entries))
                 try:
                     data, shape = encode_record(rec, params)
                 except Exception as exc:  # one bad file never stops the job
@@ -196,53 +198,11 @@ def check_ours(folder: Folder, split: str, overwrite: bool) -> None:
                     "everything else), or choose an empty --out")
 
 
-def _check_reachable(address: str, timeout: float = 5.0) -> None:
-    """UserError when ``address`` (``host:port`` or ``ray://host:port``) refuses TCP connections;
-    Ray itself would retry for minutes without a word. ``auto`` and other forms are not checked."""
-    import socket
-
-    hostport = address.split("://", 1)[-1]
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        return
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as exc:
-        raise UserError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc})") from None
-
-
-def _init_ray(address: str | None):
-    """The ``ray`` module, initialised: the session already running, else the cluster at
-    ``address``/``$RAY_ADDRESS`` (Ray Client ``ray://`` addresses get this checkout's code shipped
-    to the workers), else a new local Ray using every CPU."""
-    import ray
-
-    if ray.is_initialized():
-        return ray
-    address = address or os.environ.get("RAY_ADDRESS")
-    if not address:
-        ray.init(include_dashboard=False, log_to_driver=False)
-        return ray
-    _check_reachable(address)
-    init: dict = {"address": address, "log_to_driver": False}
-    if address.startswith("ray://"):
-        import igan
-        import pipelines
-
-        init["runtime_env"] = {"py_modules": [os.path.dirname(igan.__file__), os.path.dirname(pipelines.__file__)]}
-    try:
-        ray.init(**init)
-    except (ConnectionError, ValueError, RuntimeError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"cannot connect to the Ray cluster at {address}: {reason}") from None
-    return ray
-
-
 def shard_dataset(dataset: str, out: str, src: str | None = None, split: str | None = None,
                   image_size: int | None = None, samples_per_shard: int | None = None,
                   address: str | None = None, *, crop: str = "center", quality: int = imaging.JPEG_QUALITY,
                   progress: bool = True, log: Callable[[str], None] | None = None,
-                  engine: str = "ray", overwrite: bool = False, _crash_at_shard: int | None = None) -> list[dict]:
+                  engine: str = "ray", overwrite: bool = False, hooks: Sequence[object] = ()) -> list[dict]:
     """Shard ``dataset`` (``digits mnist cifar10 svhn imagenet``) from the raw files at ``src`` into
     ``out/<split>/<split>-NNNNNN.tar`` + ``out/<split>/manifest.json`` for ``split`` (default: every
     split the source has). ``out`` is a local folder or a URI (``s3://``, ``gs://``, ``file://``).
@@ -253,8 +213,9 @@ def shard_dataset(dataset: str, out: str, src: str | None = None, split: str | N
     process (no Ray; for small sets such as a first-use ``digits`` cache). ``crop``: ``center``
     or ``squash`` (see :func:`igan.data.imaging.resize_crop`); ``quality``: JPEG quality. ``log``
     receives the progress/summary lines (default: stderr). ``overwrite``: write into split folders
-    that hold files ``igan shard`` did not write (they are kept; see the module doc). Returns the
-    manifests written, one dict per split (DESIGN.md fields).
+    that hold files ``igan shard`` did not write (they are kept; see the module doc). ``hooks``:
+    objects with ``on_sample`` (see :func:`write_shard`), for tests. Returns the manifests written,
+    one dict per split (:func:`igan.data.manifest.write_manifest`'s fields).
     Raises UserError for bad input (unknown data set or split, missing/empty/wrong-format source,
     a split folder not started by ``igan shard``, another run writing to ``out``)."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -267,7 +228,7 @@ def shard_dataset(dataset: str, out: str, src: str | None = None, split: str | N
     if samples_per_shard is not None and int(samples_per_shard) < 1:
         raise UserError(f"--samples-per-shard must be >= 1, got {samples_per_shard}")
     if address and engine == "ray":
-        _check_reachable(address)
+        check_reachable(address)
     if engine not in ("ray", "local"):
         raise UserError(f"engine must be ray or local; got {engine!r}")
     if crop not in imaging.CROPS:
@@ -311,12 +272,12 @@ def shard_dataset(dataset: str, out: str, src: str | None = None, split: str | N
             cpus = 1.0
             for row in rows:
                 res = write_shard(source, params, root, row["split"], row["index"], pickle.loads(row["plan"]),
-                                  expected_hw, crash=_crash_at_shard is not None and row["index"] >= _crash_at_shard)
+                                  expected_hw, hooks)
                 done[(row["split"], row["index"])] = res
         elif rows:
-            ray = _init_ray(address)
+            ray = init_ray(address)
             cpus = float(ray.cluster_resources().get("CPU", 0))
-            results = _run_ray(ray, rows, source, params, root, expected_hw, progress, _crash_at_shard)
+            results = _run_ray(ray, rows, source, params, root, expected_hw, progress, hooks)
             for r in results:
                 done[(r["split"], r["index"])] = r
         elapsed = time.perf_counter() - t0
@@ -361,7 +322,7 @@ def _plan_split(folder: Folder, split: str, entries: list[Entry], per_shard: int
 
 def _manifest(dataset: str, split: str, classes: list[str], channels: int, recs: list[dict],
               expected_hw) -> dict:
-    """The manifest dict (DESIGN.md fields) of a split from its shards' results, in shard order."""
+    """The manifest dict (the fields :func:`igan.data.manifest.write_manifest` checks) of a split from its shards' results, in shard order."""
     hw = next((r["hw"] for r in recs if r.get("hw")), None) or list(expected_hw or (0, 0))
     return {
         "dataset": dataset, "split": split, "num_samples": sum(r["num_samples"] for r in recs),
@@ -397,7 +358,7 @@ def _clean(folder: Folder, split: str, names: set[str], files: set[str], all_don
 
 
 def _run_ray(ray, rows: list[dict], source: Source, params: ShardParams, root: Folder,
-             expected_hw, progress: bool, crash_at: int | None) -> list[dict]:
+             expected_hw, progress: bool, hooks: Sequence[object]) -> list[dict]:
     """Run :func:`write_shard` for every row as Ray Data tasks (one block per shard); returns the
     results with ``split`` and ``index`` added."""
     ctx = ray.data.DataContext.get_current()
@@ -411,8 +372,7 @@ def _run_ray(ray, rows: list[dict], source: Source, params: ShardParams, root: F
     def read_decode_resize_encode_write(row: dict) -> dict:  # the name labels Ray Data's progress bar
         entries = pickle.loads(row["plan"])
         index = int(row["index"])
-        res = write_shard(source, params, root, row["split"], index, entries, expected_hw,
-                          crash=crash_at is not None and index >= crash_at)
+        res = write_shard(source, params, root, row["split"], index, entries, expected_hw, hooks)
         return {"split": row["split"], "index": index, "result": json.dumps(res)}
 
     try:

@@ -176,6 +176,15 @@ class RunTracker:
             self._end("FAILED", text)
         return False
 
+    @property
+    def ended(self) -> bool:
+        """Whether this tracker has ended its run (FINISHED, FAILED or KILLED)."""
+        return self._ended
+
+    def kill(self, reason: str | None = None) -> None:
+        """End the run with status KILLED (interrupted; ``reason`` recorded like :meth:`fail`'s)."""
+        self._end("KILLED", reason)
+
     def finish(self) -> None:
         """End the run with status FINISHED."""
         self._end("FINISHED", None)

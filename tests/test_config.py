@@ -1,6 +1,7 @@
 import pytest
 
-from igan.config import Config, ConfigError, apply_overrides, bounds, dump_yaml, load_yaml
+from igan.config import Config, ConfigError, apply_overrides, bounds, dump_yaml
+from igan.presets import load_yaml
 from igan.presets import get_preset, preset_names
 
 

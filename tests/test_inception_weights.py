@@ -197,13 +197,17 @@ class _Started(Exception):
 def no_work(monkeypatch):
     """The drivers' data and Ray steps replaced by :class:`_Started`: reaching them means the
     checks passed; never reaching them means nothing started."""
+    import pipelines.job_inputs as job_inputs
+    import pipelines.ray_runtime as ray_runtime
     import pipelines.train as train
 
     def started(*args, **kwargs):
         raise _Started()
 
-    monkeypatch.setattr(train, "ensure_data", started)
-    monkeypatch.setattr(train, "init_ray", started)
+    for module in (train, job_inputs):
+        monkeypatch.setattr(module, "ensure_data", started)
+    for module in (train, ray_runtime):
+        monkeypatch.setattr(module, "init_ray", started)
 
 
 def test_run_training_stops_before_work_without_weights(no_weights, no_work, tmp_path, monkeypatch):
@@ -272,7 +276,7 @@ def test_file_without_batch_counters_still_loads(inception_weights_file, no_weig
 
 def test_worker_evaluator_fails_instead_of_skipping_the_score(no_weights):
     from igan.metrics import InceptionWeightsNotFound
-    from pipelines.worker import Evaluator
+    from igan.evaluator import Evaluator
 
     cfg = apply_overrides(get_preset("ring8"), ["eval.scorer=inception"])  # in-memory data, no shards
     with pytest.raises(InceptionWeightsNotFound):

@@ -260,12 +260,13 @@ def test_node_killed_mid_run_resumes_from_checkpoint(cluster, digits, mlflow_ser
     name = "node-loss"
     job = storage / name
     gate = cluster.base / f"gate-{secrets.token_hex(3)}"
-    env = dict(cluster.env, IGAN_TEST_HOLD=f"2:{gate}")  # every rank waits at the start of epoch 2
     out_path, err_path = cluster.base / f"{name}.out", cluster.base / f"{name}.err"
     args = _train_args(digits, storage, name, mlflow_server) + ["--address", cluster.address]
+    # every rank waits at the start of epoch 2 until the gate file exists
+    held = [sys.executable, str(Path(__file__).with_name("igan_with_hold.py")), "2", str(gate), *args[1:]]
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        driver = subprocess.Popen([str(BIN / args[0]), *args[1:]], cwd=cluster.base, env=env, stdout=out,
-                                  stderr=err, start_new_session=True)
+        driver = subprocess.Popen(held, cwd=cluster.base, env=cluster.env, stdout=out, stderr=err,
+                                  start_new_session=True)
     try:
         deadline = time.monotonic() + JOB_TIMEOUT
         while not checkpoint_registered(job):

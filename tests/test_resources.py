@@ -7,8 +7,10 @@ import pytest
 
 from pipelines.errors import ResourceWaitTimeout, UserError
 from pipelines.resources import copies_that_fit, ensure_resources, pack
-from pipelines.train import TrainOptions, scaling
-from pipelines.tune import TRIAL_DRIVER_CPUS, TuneOptions, concurrency, trial_bundles
+from pipelines.scaling import scaling
+from pipelines.train import TrainOptions
+from pipelines.tune import TRIAL_DRIVER_CPUS, TuneOptions
+from pipelines.tune.capacity import concurrency, trial_bundles
 
 LAPTOP = [{"CPU": 2.0, "memory": 8e9}]
 CPU_HEAD = {"CPU": 8.0}

@@ -14,7 +14,7 @@ import torch
 
 from fixtures_formats import make_cifar10
 from igan.config import apply_overrides
-from igan.loop import load_checkpoint, save_checkpoint
+from igan.checkpoint import META, RANK_RNG, STATE, load_trainer, save_checkpoint
 from igan.presets import get_preset
 from igan.trainer import Trainer
 
@@ -49,8 +49,6 @@ def _attempt(load) -> BaseException | None:
 def _crafted_checkpoint(folder, marker, poisoned: str):
     """A checkpoint folder as the worker writes it, with ``poisoned`` (state.pt or rng-rank0.pt)
     replaced by a pickle carrying the payload."""
-    from pipelines.worker import META, RANK_RNG, STATE
-
     cfg = apply_overrides(get_preset("digits"), TINY_DIGITS)
     trainer = Trainer(cfg, device="cpu")
     folder.mkdir()
@@ -63,10 +61,10 @@ def _crafted_checkpoint(folder, marker, poisoned: str):
 
 def _read_worker_checkpoint(folder) -> None:
     """What a restarted worker reads: ``state.pt`` and its rank's RNG file."""
-    from pipelines import worker
+    from igan import checkpoint
 
-    worker.read_checkpoint(folder)
-    worker.read_rank_rng(folder, 0)
+    checkpoint.read_checkpoint(folder)
+    checkpoint.read_rank_rng(folder, 0)
 
 
 @pytest.mark.parametrize("poisoned", ["state.pt", "rng-rank0.pt"])
@@ -84,7 +82,7 @@ def test_crafted_worker_checkpoint_does_not_run_its_payload(tmp_path, poisoned):
 def test_crafted_trainer_checkpoint_does_not_run_its_payload(tmp_path):
     marker = tmp_path / "payload-ran"
     cfg = _crafted_checkpoint(tmp_path / "ckpt", marker, "state.pt")
-    error = _attempt(lambda: load_checkpoint(cfg, tmp_path / "ckpt" / "state.pt"))
+    error = _attempt(lambda: load_trainer(cfg, tmp_path / "ckpt"))
     assert not marker.exists(), "the checkpoint's payload ran"
     from igan.checkpoint import CheckpointError
 
@@ -93,11 +91,12 @@ def test_crafted_trainer_checkpoint_does_not_run_its_payload(tmp_path):
 
 def test_checkpoint_holds_only_tensors_and_plain_values(tmp_path):
     cfg = apply_overrides(get_preset("digits"), TINY_DIGITS)
-    path = save_checkpoint(Trainer(cfg, device="cpu"), tmp_path / "ck.pt")
-    assert torch.serialization.get_unsafe_globals_in_checkpoint(str(path)) == []
+    folder = save_checkpoint(Trainer(cfg, device="cpu"), tmp_path / "ck")
+    for name in (STATE, RANK_RNG.format(0)):
+        assert torch.serialization.get_unsafe_globals_in_checkpoint(str(folder / name)) == []
     from igan.checkpoint import read_state
 
-    assert read_state(path)["step"] == 0
+    assert read_state(folder / STATE)["step"] == 0 and json.loads((folder / META).read_text())["epochs_done"] == 0
 
 
 def _draws():
@@ -117,11 +116,13 @@ def test_checkpoint_restores_numpy_and_python_rng_exactly(tmp_path, legacy):
     state = trainer.state_dict()
     if legacy:
         state["rng"]["numpy"], state["rng"]["python"] = np.random.get_state(), random.getstate()
-    torch.save(state, tmp_path / "ck.pt")
+    (tmp_path / "ck").mkdir()
+    torch.save(state, tmp_path / "ck" / STATE)
+    (tmp_path / "ck" / META).write_text(json.dumps({"epochs_done": 0, "step": 0}))
     expected = _draws()
     np.random.seed(99)
     random.seed(99)
-    load_checkpoint(cfg, tmp_path / "ck.pt")
+    load_trainer(cfg, tmp_path / "ck")
     assert _draws() == expected
 
 

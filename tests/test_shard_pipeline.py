@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+from faults import CrashWhileSharding
 from fixtures_formats import COLORS, WORDS, WNIDS, make_cifar10, make_imagenet, make_mnist, make_svhn
 from igan.data.manifest import FIELDS, read_manifest
 from igan.data.shards import iter_tar, read_split
@@ -116,7 +117,8 @@ def _wait_quiet(folder, settle=1.5, limit=20.0):
 def test_crash_and_rerun_finishes_without_duplicates(ray_local, tmp_path):
     out = str(tmp_path / "digits")
     with pytest.raises(Exception, match="simulated crash"):
-        shard_dataset("digits", out, split="train", samples_per_shard=200, progress=False, _crash_at_shard=4)
+        shard_dataset("digits", out, split="train", samples_per_shard=200, progress=False,
+                      hooks=[CrashWhileSharding(4)])
     split_dir = os.path.join(out, "train")
     _wait_quiet(split_dir)  # tasks Ray Data was cancelling may still finish a shard after the error
     assert not os.path.exists(os.path.join(split_dir, "manifest.json"))
@@ -285,7 +287,7 @@ def test_a_second_concurrent_run_is_refused(tmp_path, monkeypatch, capsys, where
     # the lock goes with the run, also when it fails
     with pytest.raises(RuntimeError, match="simulated crash"):
         shard_dataset("digits", out, split="test", samples_per_shard=50, engine="local", log=_quiet,
-                      _crash_at_shard=1)
+                      hooks=[CrashWhileSharding(1)])
     assert shard_dataset("digits", out, split="test", samples_per_shard=100, engine="local", log=_quiet) == [m]
 
 

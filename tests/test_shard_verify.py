@@ -232,13 +232,14 @@ def _ddp_epoch(rank, world, port, out, plan):
 
     import torch.distributed as dist
 
-    from pipelines.worker import AgreedDataError, run_epoch
+    from igan.distributed import AgreedDataError
+    from igan.loop import run_epoch
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=60))  # a hang fails the test instead
     n, fail_at = plan[rank]
     try:
-        losses, error = run_epoch(_StepTrainer(), _batches(n, fail_at), world)
+        losses, error = run_epoch(_StepTrainer(), _batches(n, fail_at), world, rank)
         result = {"losses": losses, "error": error}
     except AgreedDataError as exc:
         result = {"data_error": str(exc)}

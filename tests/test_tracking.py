@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from igan.config import apply_overrides, load_yaml
+from igan.config import apply_overrides
+from igan.presets import load_yaml
 from igan.evaluation import sample_grid
 from igan.presets import get_preset
 from igan.trainer import NonFiniteLossError, Trainer

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from faults import FailOnce, PoisonEpoch
 from train_jobs import checkpoint_registered, job_checkpoints
 
 from igan.config import apply_overrides
@@ -95,24 +96,25 @@ def test_ring8_two_workers_mode_coverage(ray_local, tmp_path, tracking):
     assert "samples/epoch_0002.png" in _artifacts(client, summary["run_id"])
 
 
-def test_worker_crash_restarts_from_checkpoint(ray_local, tmp_path, tracking, digits_data, monkeypatch):
+def test_worker_crash_restarts_from_checkpoint(ray_local, tmp_path, tracking, digits_data):
     from pipelines.train import run_training
 
-    monkeypatch.setenv("IGAN_TEST_FAIL_ONCE", "1:2")  # rank 1 raises once at the start of epoch 2
+    marker = tmp_path / "failed-once"
     overrides = TINY + ["train.epochs=3", "eval.every=3", "train.steps_per_epoch=3"]
-    summary = run_training(_options(tmp_path, tracking, data=digits_data, overrides=overrides, register=False),
+    summary = run_training(_options(tmp_path, tracking, data=digits_data, overrides=overrides, register=False,
+                                    hooks=[FailOnce(rank=1, epoch=2, marker=marker)]),
                            log=lambda m: None)
-    assert (Path(summary["job_path"]) / ".igan_fail_once_done").exists()  # the failure did happen
+    assert marker.exists()  # the failure did happen
     assert summary["step"] == 3 * 3  # the same as an uninterrupted run
     assert _client(tracking).get_run(summary["run_id"]).info.status == "FINISHED"
 
 
-def test_nonfinite_loss_stops_and_fails_the_run(ray_local, tmp_path, tracking, digits_data, monkeypatch):
+def test_nonfinite_loss_stops_and_fails_the_run(ray_local, tmp_path, tracking, digits_data):
     from pipelines.train import TrainError, run_training
 
-    monkeypatch.setenv("IGAN_TEST_NONFINITE", "2")  # rank 0 gets NaN images in epoch 2
     overrides = TINY + ["train.epochs=3", "eval.every=3", "train.steps_per_epoch=3"]
-    opts = _options(tmp_path, tracking, data=digits_data, overrides=overrides, name="nan-job")
+    opts = _options(tmp_path, tracking, data=digits_data, overrides=overrides, name="nan-job",
+                    hooks=[PoisonEpoch(2)])  # rank 0 gets NaN images in epoch 2
     with pytest.raises(TrainError, match="non-finite") as err:
         run_training(opts, log=lambda m: None)
     assert "\n" not in str(err.value)
@@ -195,7 +197,8 @@ def test_resume_after_driver_killed(ray_local, tmp_path, tracking, digits_data):
 # -- input checks (fast) -------------------------------------------------------------------------------
 def test_bad_input_is_a_user_error(tmp_path, digits_data):
     from pipelines.errors import UserError
-    from pipelines.train import TrainOptions, ensure_data, run_training
+    from pipelines.job_inputs import ensure_data
+    from pipelines.train import TrainOptions, run_training
 
     with pytest.raises(UserError, match="needs shards"):
         ensure_data(get_preset("mnist"))

@@ -9,7 +9,8 @@ import torch
 from igan.checkpoint import read_state
 from igan.config import apply_overrides
 from igan.data.memory import ArraySplit, load_embedded
-from igan.loop import fit, save_checkpoint
+from igan.checkpoint import save_checkpoint
+from igan.loop import fit
 from igan.losses import r1_penalty
 from igan.presets import get_preset
 from igan.trainer import NonFiniteLossError, Trainer, lr_factor
@@ -138,21 +139,22 @@ def test_resume_is_exact_across_processes(tmp_path):
     data = load_embedded(cfg, "train")
     straight = fit(cfg, data, max_steps=2000)
     half = fit(cfg, data, max_steps=1000)
-    save_checkpoint(half, tmp_path / "half.pt")
+    save_checkpoint(half, tmp_path / "half")
     script = textwrap.dedent(f"""
         import torch
         torch.set_num_threads(1)
         from igan.config import apply_overrides
         from igan.presets import get_preset
         from igan.data.memory import load_embedded
-        from igan.loop import fit, load_checkpoint, save_checkpoint
+        from igan.checkpoint import load_trainer, save_checkpoint
+        from igan.loop import fit
         cfg = apply_overrides(get_preset("digits"), {RESUME_OVERRIDES!r})
-        trainer = load_checkpoint(cfg, {str(tmp_path / 'half.pt')!r})
+        trainer = load_trainer(cfg, {str(tmp_path / 'half')!r})
         fit(cfg, load_embedded(cfg, "train"), trainer=trainer, max_steps=2000)
-        save_checkpoint(trainer, {str(tmp_path / 'resumed.pt')!r})
+        save_checkpoint(trainer, {str(tmp_path / 'resumed')!r})
     """)
     subprocess.run([sys.executable, "-c", script], check=True)
-    resumed = read_state(tmp_path / "resumed.pt")  # also: the checkpoint loads without a full unpickler
+    resumed = read_state(tmp_path / "resumed" / "state.pt")  # also: the checkpoint loads without a full unpickler
     assert straight.step == resumed["step"] == 2000
     for name in ("G", "D"):
         ref = getattr(straight, name).state_dict()

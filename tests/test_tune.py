@@ -12,6 +12,7 @@ import math
 import time
 
 import pytest
+from faults import StopSearchAfter
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("igan_home")]
 
@@ -27,10 +28,10 @@ def _client(tracking):
     return MlflowClient(tracking_uri=tracking, registry_uri=tracking)
 
 
-def _igan(argv: list[str]) -> int:
+def _igan(argv: list[str], hooks=None) -> int:
     from pipelines.cli import main
 
-    return main(argv)
+    return main(argv, hooks=hooks)
 
 
 def _args(tmp_path, tracking, data, name, *extra, sets=TINY):
@@ -50,12 +51,12 @@ def _history(client, run_id: str, key: str = "val_ssl_error") -> list[int]:
     return [m.step for m in client.get_metric_history(run_id, key)]
 
 
-def test_asha_search_stopped_and_resumed(ray_local, tmp_path, tracking_server, digits_data, monkeypatch, capsys):
+def test_asha_search_stopped_and_resumed(ray_local, tmp_path, tracking_server, digits_data, capsys):
     tracking = tracking_server
     client = _client(tracking)
-    monkeypatch.setenv("IGAN_TEST_TUNE_STOP_AFTER", "2")  # the driver stops like Ctrl+C after 2 trials
     rc = _igan(_args(tmp_path, tracking, digits_data, "s4", "--num-samples", "4", "--seed", SEED,
-                     "--trial-backend", "local"))
+                     "--trial-backend", "local"),
+               hooks=[StopSearchAfter(2)])  # the driver stops like Ctrl+C after 2 trials
     assert rc == 130, capsys.readouterr().err[-3000:]
     assert "--resume" in capsys.readouterr().err
     record = json.loads((tmp_path / "ray" / "s4" / "igan_tune.json").read_text())
@@ -69,7 +70,6 @@ def test_asha_search_stopped_and_resumed(ray_local, tmp_path, tracking_server, d
     for steps in hist_before.values():
         assert steps and len(steps) == len(set(steps))
 
-    monkeypatch.delenv("IGAN_TEST_TUNE_STOP_AFTER")
     rc = _igan(["tune", "digits", "--resume", "--name", "s4", "--storage", str(tmp_path / "ray"),
                 "--tracking-uri", tracking, "--json"])
     out = capsys.readouterr()

@@ -8,8 +8,8 @@ import pytest
 import tune_spaces
 from igan.config import ConfigError
 from pipelines.errors import UserError
-from pipelines.tune import (TuneOptions, clamp_to_bounds, override_text, pbt_mutations, resolve_search,
-                            trial_config)
+from pipelines.tune import TuneOptions
+from pipelines.tune.search import clamp_to_bounds, pbt_mutations, resolve_search, trial_config
 
 SPACES = ("digits", "mnist", "cifar10", "svhn", "imagenet128", "ring8", "grid25")
 
@@ -95,9 +95,15 @@ def test_set_fixes_a_varied_key_and_checkpoints_follow_evaluations():
         resolve_search(TuneOptions(space="digits", overrides=["nope.key=1"]))
 
 
-def test_override_text_round_trips():
-    assert override_text("techniques.minibatch_discrimination", True) == "techniques.minibatch_discrimination=true"
-    assert override_text("optim.lr_d", np.float64(1e-3)) == "optim.lr_d=0.001"
+def test_trial_config_takes_typed_samples():
+    search, _ = resolve_search(TuneOptions(space="digits"))
+    sampled = {"techniques.minibatch_discrimination": np.bool_(True), "optim.lr_d": np.float64(1e-3),
+               "model.d_widths": [64, 32]}
+    cfg = trial_config(search.base, sampled, list(sampled), {})
+    assert cfg.techniques.minibatch_discrimination is True and cfg.optim.lr_d == 1e-3
+    assert cfg.model.d_widths == [64, 32] and type(cfg.optim.lr_d) is float
+    with pytest.raises(ConfigError, match="optim.lr_d"):
+        trial_config(search.base, {"optim.lr_d": "fast"}, ["optim.lr_d"], {})
 
 
 def test_label_count_changes_the_labeled_subset_deterministically():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipelines.worker import META
+from igan.checkpoint import META
 
 #: Ray Train's record of the checkpoints it has registered.
 SNAPSHOT = "checkpoint_manager_snapshot.json"

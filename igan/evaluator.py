@@ -1,0 +1,105 @@
+"""Scheduled evaluation during training, on one rank or many: the validation role every
+``eval.every`` epochs and after the last, the test role once after the last (metric names and
+seeds per role: :mod:`igan.evaluation`).
+
+Every rank scores its part of a role's labelled data and generates its share of the samples;
+rank 0 gathers the samples, scores them and draws the sample grid. Reading a streamed split may
+raise a data error on any rank: the ranks agree on it (:func:`igan.distributed.raise_agreed`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from igan.config import Config
+from igan.data.feed import EVAL_BATCH, domain_training_data, load_test_role
+from igan.data.manifest import ShardDataError
+from igan.distributed import data_error_reason, gather_to_rank0, raise_agreed, sum_over_ranks
+from igan.evaluation import (SAMPLE_SEED_OFFSET, TOY_SETS, make_scorer, role_metrics, sample_grid, score_samples,
+                             scorer_kind)
+from igan.trainer import Trainer
+
+
+class Evaluator:
+    """Evaluation by role for rank ``rank`` of ``world``: ``val`` on this rank's part of the feed's
+    validation hold-out (``validation``), ``test`` on its part of ``data.test_split`` (read from
+    ``data_root`` only when the test evaluation runs, at the end)."""
+
+    def __init__(self, cfg: Config, data_root: str | None, rank: int = 0, world: int = 1, validation=None):
+        self.cfg, self.rank, self.world, self.root = cfg, rank, world, data_root
+        self.data = {"val": validation.part(rank, world) if validation is not None and len(validation) else None,
+                     "test": None}
+        self.wants_samples = cfg.data.dataset in TOY_SETS or scorer_kind(cfg) != "none"
+        self.scorer = None
+        if rank == 0 and scorer_kind(cfg) != "none":
+            train = domain_training_data(cfg, data_root) if scorer_kind(cfg) == "domain" else None
+            self.scorer = make_scorer(cfg, train=train)
+
+    def _has_role(self, role: str) -> bool:
+        """Whether ``role`` has data to score (the same answer on every rank: it depends on the
+        config and the hold-out's size only)."""
+        return role == "test" or self.data["val"] is not None
+
+    def _role_data(self, role: str):
+        if role == "test" and self.data["test"] is None and self.cfg.techniques.semi_supervised:
+            self.data["test"] = load_test_role(self.cfg, self.root, self.rank, self.world)
+        return self.data[role]
+
+    def ssl_error(self, trainer: Trainer, data) -> float:
+        """Error (fraction) of the EMA classifier over every rank's part of ``data`` (``data``
+        may be a callable returning it: read under the same guard). AgreedDataError on every rank
+        when reading it failed on any rank with a ShardDataError."""
+        wrong = total = 0
+        failure = None
+        try:
+            for x, y in (data() if callable(data) else data).batches(EVAL_BATCH):
+                wrong += int((trainer.classify(x).argmax(1) != y).sum())
+                total += len(y)
+        except ShardDataError as exc:
+            failure = f"rank {self.rank}: {data_error_reason(exc)}"
+        raise_agreed(failure, trainer.device, self.world)
+        wrong, total = sum_over_ranks([float(wrong), float(total)], trainer.device, self.world)
+        return float(wrong) / max(float(total), 1.0)
+
+    def samples(self, trainer: Trainer, role: str) -> torch.Tensor | None:
+        """``eval.num_samples`` samples of ``role``'s seed generated across the ranks, gathered on
+        rank 0 (None elsewhere)."""
+        n = self.cfg.eval.num_samples
+        share = -(-n // self.world)
+        mine = trainer.generate(min(share, max(0, n - self.rank * share)),
+                                seed=self.cfg.train.seed + SAMPLE_SEED_OFFSET[role] + 7919 * self.rank)
+        return gather_to_rank0(mine, self.world, self.rank)
+
+    def evaluate(self, trainer: Trainer, role: str = "val") -> tuple[dict[str, float], Any]:
+        """``(metrics named <role>_*, grid)``: metrics on every rank (scores only on rank 0); the
+        sample grid (``uint8 [H, W, 3]``) on rank 0 for ``val``, None otherwise."""
+        out: dict[str, float] = {}
+        if self.cfg.techniques.semi_supervised and self._has_role(role):
+            out["ssl_error"] = self.ssl_error(trainer, lambda: self._role_data(role))
+        samples = self.samples(trainer, role) if self.wants_samples else None
+        grid = None
+        if self.rank == 0:
+            if samples is not None:
+                out.update(score_samples(samples, self.cfg, self.scorer))
+            if role == "val" and samples is not None and samples.dim() == 2:  # toy points: all of them
+                grid = sample_grid(samples, self.cfg)
+            elif role == "val":
+                side = self.cfg.eval.grid_size
+                grid = sample_grid(trainer.generate(side * side, seed=self.cfg.train.seed + SAMPLE_SEED_OFFSET["val"]),
+                                   self.cfg)
+        return role_metrics(role, out), grid
+
+    def __call__(self, trainer: Trainer, epoch: int, losses: dict[str, float]) -> tuple[dict[str, float], Any]:
+        """``(metrics, grid)`` after 0-based ``epoch``: the losses, the validation metrics when an
+        evaluation is due (every ``eval.every`` epochs and the last), and the test metrics after the
+        last epoch only. A collective when the world size is above 1: every rank calls it."""
+        cfg = self.cfg
+        metrics, grid = dict(losses), None
+        last = epoch + 1 == cfg.train.epochs
+        if (epoch + 1) % cfg.eval.every == 0 or last:
+            scores, grid = self.evaluate(trainer, "val")
+            metrics.update(scores)
+        if last:
+            metrics.update(self.evaluate(trainer, "test")[0])
+        return metrics, grid

@@ -1,0 +1,74 @@
+"""The one event pump of igan's drivers: run a blocking Ray call (``TorchTrainer.fit``) in a thread
+while this thread handles what the workers send through Ray queues, so MLflow and Tune calls stay in
+the caller's thread."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+from pipelines.ray_runtime import kill_actor
+
+
+class Pump:
+    """``Pump(fit, [(queue, handler), ...]).run()`` calls ``fit()`` in a thread and hands every
+    item of each queue to its handler until ``fit`` has returned and the queues are empty.
+    ``on_abandon`` runs when the pump is left while ``fit`` still runs (the caller was stopped,
+    e.g. Tune ended the trial). The queues' actors are killed at the end."""
+
+    def __init__(self, fit: Callable[[], Any], routes: Sequence[tuple[Any, Callable[[Any], None]]],
+                 on_abandon: Callable[[], None] | None = None, name: str = "igan-fit", poll_s: float = 0.2):
+        self.fit, self.routes, self.on_abandon, self.name, self.poll_s = fit, list(routes), on_abandon, name, poll_s
+        self.box: dict[str, Any] = {}
+
+    def _target(self) -> None:
+        try:
+            self.box["result"] = self.fit()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            self.box["error"] = exc
+
+    def run(self) -> Any:
+        """``fit()``'s return value; re-raises its exception."""
+        from ray.util.queue import Empty
+
+        thread = threading.Thread(target=self._target, name=self.name, daemon=True)
+        thread.start()
+        try:
+            while True:
+                alive = thread.is_alive()
+                busy = False
+                for queue, handle in self.routes:
+                    for item in _drain(queue, Empty):
+                        busy = True
+                        handle(item)
+                if not alive and not busy:
+                    break
+                if not busy:
+                    time.sleep(self.poll_s)
+        finally:
+            if thread.is_alive() and self.on_abandon is not None:
+                self.on_abandon()
+            for queue, _ in self.routes:
+                kill_actor(queue)
+        if "error" in self.box:
+            raise self.box["error"]
+        return self.box["result"]
+
+
+def _drain(queue, empty_exc) -> list:
+    out = []
+    while True:
+        try:
+            out.append(queue.get(block=False))
+        except empty_exc:
+            return out
+
+
+def driver_queue(ray):
+    """A Ray queue that lives on the driver's node (losing a worker node must not lose the driver's
+    events) and reserves no CPU."""
+    from ray.util.queue import Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
