@@ -2,7 +2,8 @@
 without minibatch discrimination, for one or more seeds. Prints one JSON line: per preset and
 variant, each seed's result, the means, and how many seeds met the target (ring8: 8/8 modes with
 >= 90% high quality; grid25: >= 24/25 with >= 80%). grid25's preset trains without MBD: with it on
-top of the preset's R1 penalty a seed takes over an hour on one CPU thread (``--mbd off`` skips it;
+top of the preset's R1 penalty a seed is many times slower on a CPU (see benchmarks/RESULTS.md;
+``--mbd off`` skips it;
 ``--mbd on --set techniques.r1_gamma=0 --set train.epochs=30 --set optim.decay_start_epoch=15`` is
 the former MBD recipe).
 

@@ -9,10 +9,10 @@ worker times its steady state (``--warmup`` steps, then the median of ``--chunks
 favour either side. Throughput = workers x batch / step time.
 
 Two models by default: the CIFAR-10 conv pair (the compute-heavy model data parallelism is for)
-and the digits MLP pair (1.15 M parameters all-reduced twice per ~40 ms step: communication-bound
-on gloo). A third run per model trains 2 workers without DDP or collectives (``independent``): the
-machine's ceiling without communication, so the gap to it is the all-reduce's cost. Prints one
-JSON line.
+and the digits MLP pair (1.15 M parameters all-reduced twice per short step: communication-bound
+on gloo; step times in benchmarks/RESULTS.md). A third run per model trains 2 workers without DDP
+or collectives (``independent``): the machine's ceiling without communication, so the gap to it is
+the all-reduce's cost. Prints one JSON line.
 
     .venv/bin/python benchmarks/scaling_cpu.py [--models cifar10,digits] [--steps 200] [--cifar-steps 8]
 """
@@ -59,7 +59,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=20, help="digits warm-up steps")
     p.add_argument("--steps", type=int, default=200, help="timed digits steps")
     p.add_argument("--cifar-warmup", type=int, default=1)
-    p.add_argument("--cifar-steps", type=int, default=8, help="timed CIFAR-10 steps (~6 s each on one thread)")
+    p.add_argument("--cifar-steps", type=int, default=8, help="timed CIFAR-10 steps (seconds each on one thread)")
     p.add_argument("--chunks", type=int, default=4)
     args = p.parse_args()
 

@@ -1,4 +1,5 @@
-"""Named presets reproducing the recipes of PAPER_NOTES.md (authors' code as the default).
+"""Named presets reproducing the recipes of Salimans et al. 2016, "Improved Techniques for Training
+GANs" (sec. 6), with the authors' code's behaviour as the default where the two differ.
 
 Each preset is a nested dict of overrides applied to the default :class:`~igan.config.Config`;
 :func:`get_preset` returns a validated Config.
@@ -83,33 +84,17 @@ _TOY = {
     "techniques": {"semi_supervised": False, "feature_matching": False, "generator_loss": "nonsaturating",
                    "minibatch_discrimination": True, "mbd_kernels": 50, "mbd_dim": 5,
                    "real_label": 0.9, "weight_norm": False, "eval_ema": False},
-    # benchmarks/modes_toy.py: at lr 1e-3 without smoothing the mode count and the high-quality
-    # fraction oscillate from epoch to epoch (ring8: 5-8 modes, 37-77%); lr 2e-4, one-sided
-    # smoothing 0.9 and a linear decay to 0 over the second half settle ring8 at 8/8 modes.
-    # Batch norm in G (models/toy.py) took grid25 from <= 5/25 modes to 8/25 at 10 epochs; 30
-    # epochs with the decay over the last 15 took ring8 from 63% to 83% high quality (8/8 modes)
-    # and grid25 to 9/25 at 53% with 128x2 nets; G 400x3 and D 200x2 (PacGAN's grid sizes, one
-    # layer fewer each) then reach ring8 8/8 at 93% and grid25 12-24/25 at 79-84% (run to run).
-    # grid25: see its own entry below.
+    # lr 2e-4, one-sided smoothing 0.9 and a linear decay to 0 over the second half: at lr 1e-3 without
+    # smoothing the modes found oscillate from epoch to epoch. Nets of PacGAN's grid sizes, one layer
+    # fewer each. Measurements: benchmarks/RESULTS.md (2026-11-26, ring8 / grid25 presets).
     "optim": {"lr_d": 2e-4, "lr_g": 2e-4, "beta1": 0.5, "decay_start_epoch": 15},
     "train": {"epochs": 30, "checkpoint_every": 5},
     "eval": {"every": 2, "num_samples": 2500, "scorer": "none"},
 }
 PRESETS["ring8"] = _TOY | {"data": {"dataset": "ring8", "channels": 2, "num_classes": 8, "labels_per_class": 0,
                                     "val_per_class": 0, "image_size": 1, "batch_size": 100}}
-# grid25 (benchmarks/modes_toy.py, seeds 0-4, 1 thread): G puts its samples on 1-D curves that
-# thread through the modes, and a mode off every curve stays empty. With MBD, 2 G steps per D step
-# and 30 epochs only 2 of 5 seeds reach >= 24/25 modes (the others 16-17/25). Neither 60-90 epochs,
-# lr 1e-4 or 5e-4, z_dim 16, historical averaging, batch 200, no smoothing, PacGAN's depths,
-# packing, a maxout D, MBD fed from D's input or first layer, D input noise, annealed instance
-# noise, a G output scaled to the data, feature matching, a G EMA, nor a partly discrete latent
-# made it reliable. An R1 penalty on D (gamma 1) did: without MBD, 60 epochs with the decay from 30
-# took seeds 0-4 from 25, 24, 17, 22, 21 to 25, 25, 25, 25, 24 modes (high quality 76-89%). The
-# high-quality fraction rises all through the decay: 90 epochs gave 25/25 at 81, 85, 92, 84, 83%
-# (`modes_toy.py --presets grid25 --mbd off`), but seed 0 only 79% under `igan train` (another
-# evaluation draw); 120 epochs give seeds 0-4 25/25 at 84.5, 86.6, 93.4, 85.6, 85.4%. MBD is off
-# here: with R1 it costs ~50 s/epoch on one CPU thread (the penalty differentiates through its
-# pairwise distances twice) against ~5 s without.
+# grid25: R1 penalty (gamma 1), since without it G leaves modes of the 25-Gaussian grid empty on
+# some seeds; MBD off, since on top of R1 it is too slow on a CPU. Measurements: benchmarks/RESULTS.md.
 PRESETS["grid25"] = _TOY | {"data": {"dataset": "grid25", "channels": 2, "num_classes": 25,
                                      "labels_per_class": 0, "val_per_class": 0, "image_size": 1, "batch_size": 100},
                             "techniques": _TOY["techniques"] | {"minibatch_discrimination": False, "r1_gamma": 1.0},

@@ -235,7 +235,7 @@ class Trainer:
         """Class logits ``[N, K]`` (CPU, float32) from :meth:`classifier` for images in model range,
         in batches of ``batch_size`` (default ``data.batch_size``): minibatch discrimination's
         statistics sum over the other images of a batch, so D classifies in batches of the size it
-        was trained on (a batch of 359 gave it 3.6 times the statistic it learned from)."""
+        was trained on (a larger batch inflates the statistic; see benchmarks/RESULTS.md)."""
         model = self.classifier()
         batch_size = batch_size or self.cfg.data.batch_size
         out = []

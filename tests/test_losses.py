@@ -1,4 +1,5 @@
-"""Losses against direct formulas (PAPER_NOTES.md) on small tensors."""
+"""Losses against direct formulas on small tensors: Salimans et al. 2016 (feature matching sec. 3.1,
+one-sided label smoothing sec. 3.4, the K+1 semi-supervised loss sec. 5) and R1 (Mescheder et al. 2018)."""
 import math
 
 import pytest

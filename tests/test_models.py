@@ -3,7 +3,9 @@ import pytest
 import torch
 
 from igan.config import FEATURE_LAYERS, ConfigError, apply_overrides
+from igan.layers import MinibatchDiscrimination
 from igan.models import Discriminator, build_models
+from igan.models.common import minibatch_head
 from igan.presets import get_preset
 
 TINY = {
@@ -117,6 +119,26 @@ def test_mbd_layer_feeds_minibatch_discrimination_from_that_hidden_layer():
     _, D_mlp = build_models(apply_overrides(tiny("digits"), ["techniques.minibatch_discrimination=true",
                                                              "techniques.mbd_kernels=3", "techniques.mbd_layer=0"]))
     assert D_mlp.mbd.T.shape == (16, 3 * 5) and D_mlp(torch.rand(4, 1, 8, 8))[0].shape == (4, 10)
+
+
+def test_minibatch_head_width_on_and_off():
+    on = apply_overrides(get_preset("ring8"), ["techniques.mbd_kernels=7", "techniques.mbd_dim=3"])
+    mbd, width = minibatch_head(on, 20)
+    assert isinstance(mbd, MinibatchDiscrimination) and width == 20 + 7
+    assert (mbd.in_features, mbd.num_kernels, mbd.kernel_dim) == (20, 7, 3)
+    assert mbd(torch.rand(4, 20)).shape == (4, width)
+    off = apply_overrides(on, ["techniques.minibatch_discrimination=false"])
+    assert minibatch_head(off, 20) == (None, 20)
+    assert minibatch_head(off, 20, [6, 20]) == (None, 20)
+    # fed from a hidden layer picked by mbd_layer: sized for that layer, the head width unchanged
+    mbd, width = minibatch_head(apply_overrides(on, ["techniques.mbd_layer=0"]), 20, [6, 20])
+    assert mbd.in_features == 6 and width == 27
+    for preset in TINY:  # every discriminator's output layer reads the head's width
+        cfg = tiny(preset)
+        _, D = build_models(cfg)
+        kernels = cfg.techniques.mbd_kernels if cfg.techniques.minibatch_discrimination else 0
+        assert (D.mbd is not None) == cfg.techniques.minibatch_discrimination
+        assert D.out.in_features == cfg.model.d_widths[-1] + kernels
 
 
 def test_mbd_layer_out_of_range_or_unsupported_is_rejected():

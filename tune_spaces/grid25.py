@@ -1,8 +1,8 @@
 """25 Gaussians on a 5x5 grid (unsupervised toy): how many modes the generator covers.
 
-The preset's R1 penalty (gamma 1) is what took it to >= 24/25 modes on every seed (see
-igan/presets.py); the search varies its strength around that, with smoothing, D's learning rate and
-G steps per D step. Minibatch discrimination stays off: with R1 it is ten times slower on a CPU.
+The preset's R1 penalty (gamma 1) is what made it cover the modes on every seed (measurements:
+benchmarks/RESULTS.md); the search varies its strength around that, with smoothing, D's learning
+rate and G steps per D step. Minibatch discrimination stays off: on top of R1 it is too slow on a CPU.
 """
 from ray import tune
 

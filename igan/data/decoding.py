@@ -1,17 +1,17 @@
 """Encoded image bytes (PNG, JPEG) to ``uint8`` tensors: one image, or whole batches on a thread pool.
 
-Batches are what the shard reader hands to training. Decoding dominates reading cost (~80 us for a
-128x128 JPEG against ~10 us for everything else), and torchvision's decoders release the GIL, so a
-few threads in the consuming process decode a batch in parallel with no worker processes, no
-shared-memory hand-over and no pickling: on a 2-core machine, 2 threads deliver ~1.6x the images
-per second of the same reader in 2 DataLoader worker processes (benchmarks/read_throughput.py).
+Batches are what the shard reader hands to training. Decoding dominates reading cost, and
+torchvision's decoders release the GIL, so a few threads in the consuming process decode a batch
+in parallel with no worker processes, no shared-memory hand-over and no pickling: on a small
+machine, threads deliver more images per second than the same reader in DataLoader worker
+processes (benchmarks/read_throughput.py; figures in benchmarks/RESULTS.md).
 Each thread decodes a contiguous slice of the batch through torchvision's list API and copies it
 into the batch tensor.
 
 Batches are ``[B, C, H, W]`` in ``channels_last`` memory. The decoders produce each image in
 ``H, W, C`` order (what torchvision returns is a ``[C, H, W]`` view of it), so stacking them in that
 order is a plain copy, while a ``[C, H, W]``-contiguous batch would cost a strided transpose of every
-pixel: ~13 us of ~100 us per 128x128 RGB image. Consumers that need contiguous memory convert once,
+pixel, a noticeable share of the per-image cost. Consumers that need contiguous memory convert once,
 on the device (the trainer does).
 """
 from __future__ import annotations

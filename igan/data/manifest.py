@@ -1,4 +1,4 @@
-"""``manifest.json``: what a folder of shards holds (DESIGN.md, "Files").
+"""``manifest.json``: what a folder of shards holds (README, "Shard layout").
 
 A shard root is a folder or URI holding one subfolder per split, each with its shards and its
 manifest: ``ROOT/<split>/<split>-NNNNNN.tar`` and ``ROOT/<split>/manifest.json``. Fields:

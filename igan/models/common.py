@@ -2,7 +2,7 @@
 generator/discriminator interfaces, and the model registry."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -101,18 +101,31 @@ class Discriminator(nn.Module):
     def join_minibatch_statistics(self, h: torch.Tensor, layer_outputs: list[torch.Tensor],
                                   group_sizes: list[int] | int | None) -> torch.Tensor:
         """``h`` ``[N, F]`` with the minibatch-discrimination statistics of ``layer_outputs[mbd_layer]``
-        appended (``[N, F + mbd_kernels]``); ``h`` itself when ``self.mbd`` (set by the subclass) is None."""
+        appended (``[N, F + mbd_kernels]``); ``h`` itself when ``self.mbd`` (the subclass sets it from
+        :func:`minibatch_head`) is None."""
         if self.mbd is None:
             return h
         return torch.cat([h, self.mbd.statistics(layer_outputs[self.mbd_layer], group_sizes)], 1)
 
 
-def mlp_minibatch_discrimination(cfg: Config) -> MinibatchDiscrimination | None:
-    """Minibatch discrimination for an MLP discriminator with hidden widths ``model.d_widths``, sized
-    for the hidden layer ``techniques.mbd_layer`` that feeds it; None when the technique is off.
-    Its statistics ``[N, mbd_kernels]`` join the last hidden layer's features."""
-    t, widths = cfg.techniques, cfg.model.d_widths
+def minibatch_head(cfg: Config, in_features: int,
+                   hidden_widths: Sequence[int] | None = None) -> tuple[MinibatchDiscrimination | None, int]:
+    """The minibatch-discrimination layer in front of a discriminator's output layer, and the width
+    that output layer reads: ``(layer, in_features + mbd_kernels)``, or ``(None, in_features)`` when
+    ``techniques.minibatch_discrimination`` is off.
+
+    ``in_features`` is the width F of the features ``[N, F]`` the head extends; with the layer they
+    become ``[N, F + mbd_kernels]`` (the features, then the statistics ``[N, mbd_kernels]``; see
+    :meth:`Discriminator.join_minibatch_statistics`). ``hidden_widths`` is for discriminators that
+    can feed the layer from any hidden layer (``igan.config.MLP_DISCRIMINATORS``): the widths of
+    those layers, of which ``techniques.mbd_layer`` picks the one the layer is sized for. Without
+    it the layer reads the F features themselves.
+    """
+    t = cfg.techniques
     if not t.minibatch_discrimination:
-        return None
-    check_layer_index("mbd_layer", t.mbd_layer, len(widths), "hidden")
-    return MinibatchDiscrimination(widths[t.mbd_layer], t.mbd_kernels, t.mbd_dim)
+        return None, in_features
+    source = in_features
+    if hidden_widths is not None:
+        check_layer_index("mbd_layer", t.mbd_layer, len(hidden_widths), "hidden")
+        source = hidden_widths[t.mbd_layer]
+    return MinibatchDiscrimination(source, t.mbd_kernels, t.mbd_dim), in_features + t.mbd_kernels

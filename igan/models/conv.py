@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from igan.config import Config
-from igan.layers import GaussianNoise, MinibatchDiscrimination
-from igan.models.common import Discriminator, Generator, conv, deconv, dense, gen_norm, register_model
+from igan.layers import GaussianNoise
+from igan.models.common import Discriminator, Generator, conv, deconv, dense, gen_norm, minibatch_head, register_model
 
 
 class DeconvGenerator(Generator):
@@ -51,7 +51,7 @@ class DeconvGenerator(Generator):
 class ConvDiscriminator(Discriminator):
     def __init__(self, cfg: Config):
         super().__init__(cfg)
-        m, t = cfg.model, cfg.techniques
+        m = cfg.model
         if len(m.d_widths) != 2:
             raise ValueError(f"cifar_conv needs model.d_widths = [w1, w2]; got {m.d_widths}")
         w1, w2 = m.d_widths
@@ -62,8 +62,8 @@ class ConvDiscriminator(Discriminator):
         self.stage2 = nn.ModuleList([conv(cfg, w1, w2, 3, 1, 1), conv(cfg, w2, w2, 3, 1, 1), conv(cfg, w2, w2, 3, 2, 1)])
         self.stage3 = nn.ModuleList([conv(cfg, w2, w2, 3, 1, 0), conv(cfg, w2, w2, 1), conv(cfg, w2, w2, 1)])
         self.dropout = nn.Dropout(m.d_dropout)
-        self.mbd = MinibatchDiscrimination(w2, t.mbd_kernels, t.mbd_dim) if t.minibatch_discrimination else None
-        self.out = dense(cfg, w2 + (t.mbd_kernels if self.mbd else 0), self.num_logits, last=True)
+        self.mbd, head_width = minibatch_head(cfg, w2)  # reads the pooled [N, w2] features
+        self.out = dense(cfg, head_width, self.num_logits, last=True)
 
     @staticmethod
     def _run(layers: nn.ModuleList, h: torch.Tensor) -> torch.Tensor:
@@ -77,7 +77,7 @@ class ConvDiscriminator(Discriminator):
         h2 = self._run(self.stage2, self.dropout(h1))     # [N, w2, S/4, S/4]
         h3 = self._run(self.stage3, self.dropout(h2))     # [N, w2, S/4-2, S/4-2]
         pooled = h3.mean((2, 3))                          # [N, w2]
-        h = self.mbd(pooled, group_sizes) if self.mbd is not None else pooled
+        h = self.mbd(pooled, group_sizes) if self.mbd is not None else pooled  # [N, head_width]
         # Candidate feature-matching layers: stage means and the global pool (the authors' choice, -1).
         return self.out(h), self.pick_feature([h1.mean((2, 3)), h2.mean((2, 3)), pooled])
 

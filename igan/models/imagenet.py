@@ -12,23 +12,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from igan.config import Config
-from igan.layers import GaussianNoise, MinibatchDiscrimination
-from igan.models.common import Discriminator, conv, dense, register_model
+from igan.layers import GaussianNoise
+from igan.models.common import Discriminator, conv, dense, minibatch_head, register_model
 from igan.models.conv import DeconvGenerator
 
 
 class StridedDiscriminator(Discriminator):
     def __init__(self, cfg: Config):
         super().__init__(cfg)
-        t = cfg.techniques
         self.input_noise = GaussianNoise(cfg.model.d_input_noise)
         layers, c_in = [], cfg.data.channels
         for width in cfg.model.d_widths:
             layers.append(conv(cfg, c_in, width, 4, 2, 1))
             c_in = width
         self.layers = nn.ModuleList(layers)
-        self.mbd = MinibatchDiscrimination(c_in, t.mbd_kernels, t.mbd_dim) if t.minibatch_discrimination else None
-        self.out = dense(cfg, c_in + (t.mbd_kernels if self.mbd else 0), self.num_logits, last=True)
+        self.mbd, head_width = minibatch_head(cfg, c_in)  # reads the pooled [N, d_widths[-1]] features
+        self.out = dense(cfg, head_width, self.num_logits, last=True)
 
     def forward(self, x: torch.Tensor, group_sizes: list[int] | int | None = None):
         h, hidden = self.input_noise(x), []
@@ -36,7 +35,7 @@ class StridedDiscriminator(Discriminator):
             h = F.leaky_relu(layer(h), 0.2)
             hidden.append(h.mean((2, 3)))                 # [N, width]
         pooled = hidden[-1]
-        h = self.mbd(pooled, group_sizes) if self.mbd is not None else pooled
+        h = self.mbd(pooled, group_sizes) if self.mbd is not None else pooled  # [N, head_width]
         return self.out(h), self.pick_feature(hidden)
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from igan.config import Config
 from igan.layers import GaussianNoise
-from igan.models.common import Discriminator, Generator, dense, gen_norm, mlp_minibatch_discrimination, register_model
+from igan.models.common import Discriminator, Generator, dense, gen_norm, minibatch_head, register_model
 
 
 class MLPGenerator(Generator):
@@ -43,9 +43,8 @@ class MLPDiscriminator(Discriminator):
             self.layers.append(dense(cfg, n_in, width))
             n_in = width
         self.hidden_noise = GaussianNoise(cfg.model.d_hidden_noise)
-        t = cfg.techniques
-        self.mbd = mlp_minibatch_discrimination(cfg)
-        self.out = dense(cfg, n_in + (t.mbd_kernels if self.mbd else 0), self.num_logits, last=True)
+        self.mbd, head_width = minibatch_head(cfg, n_in, cfg.model.d_widths)
+        self.out = dense(cfg, head_width, self.num_logits, last=True)
 
     def forward(self, x: torch.Tensor, group_sizes: list[int] | int | None = None):
         h = self.input_noise(x.flatten(1))

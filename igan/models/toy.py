@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from igan.config import Config
-from igan.models.common import Discriminator, Generator, gen_norm, mlp_minibatch_discrimination, register_model
+from igan.models.common import Discriminator, Generator, gen_norm, minibatch_head, register_model
 
 
 class ToyGenerator(Generator):
@@ -36,9 +36,8 @@ class ToyDiscriminator(Discriminator):
         for width in cfg.model.d_widths:
             self.layers.append(nn.Linear(n_in, width))
             n_in = width
-        t = cfg.techniques
-        self.mbd = mlp_minibatch_discrimination(cfg)
-        self.out = nn.Linear(n_in + (t.mbd_kernels if self.mbd else 0), self.num_logits)
+        self.mbd, head_width = minibatch_head(cfg, n_in, cfg.model.d_widths)
+        self.out = nn.Linear(head_width, self.num_logits)
 
     def forward(self, x: torch.Tensor, group_sizes: list[int] | int | None = None):
         h, hidden = x, []
