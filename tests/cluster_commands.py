@@ -105,8 +105,8 @@ def readme_commands(text: str | None = None, source: str = "cluster/README.md") 
         if fence is None and line.startswith("#"):
             section = line.lstrip("#").strip()
             continue
-        if line.startswith("```"):
-            fence = line[3:].strip() if fence is None else None
+        if line.lstrip().startswith("```"):  # also a block indented under a list item
+            fence = line.lstrip()[3:].strip() if fence is None else None
             continue
         where = dict(section=section, path=GPU_SECTIONS.get(section))
         if fence is not None:
