@@ -897,10 +897,11 @@ def _selects(selector: dict | None, labels: dict) -> bool:
     return bool(match) and match.items() <= labels.items()
 
 
-def _peer_role(peer: dict, cluster: str, templates) -> tuple[str | None, str | None]:
-    """What an ingress peer of cluster ``cluster``'s policy admits: ``("own", None)`` (only its own
-    pods), ``("submitter", None)`` (also its RayJob submitters), ``("operator", None)`` (pods of one
-    named other namespace), else ``(None, why it admits too much)``."""
+def _peer_role(peer: dict, cluster: str, templates, namespace: str) -> tuple[str | None, str | None]:
+    """What an ingress peer of cluster ``cluster``'s policy (in ``namespace``) admits: ``("own",
+    None)`` (only its own pods), ``("submitter", None)`` (also its RayJob submitters),
+    ``("operator", None)`` (selected pods of one named other namespace), else ``(None, why it
+    admits too much)``."""
     if "ipBlock" in peer:
         return None, f"ipBlock {peer['ipBlock']}"
     pods, namespaces = peer.get("podSelector"), peer.get("namespaceSelector")
@@ -910,7 +911,8 @@ def _peer_role(peer: dict, cluster: str, templates) -> tuple[str | None, str | N
         named = namespaces.get("matchLabels") or {}
         if set(named) != {"kubernetes.io/metadata.name"} or namespaces.get("matchExpressions"):
             return None, f"namespaceSelector {namespaces} does not name one namespace"
-        return "operator", None
+        if named["kubernetes.io/metadata.name"] != namespace:
+            return "operator", None
     admitted = {(where, role) for where, labels, role in templates if _selects(pods, labels)}
     outsiders = sorted(w for w, role in admitted if role not in (("ray", cluster), ("submitter", cluster)))
     if outsiders:
@@ -957,7 +959,7 @@ def ray_network_policy_problems(docs) -> list[str]:
                     continue
                 ports = _ports(rule)
                 for peer in rule["from"]:
-                    role, why = _peer_role(peer, name, templates)
+                    role, why = _peer_role(peer, name, templates, policy["metadata"].get("namespace"))
                     if why:
                         problems.append(f"{pname}: admits {why}")
                     elif role != "own" and (not ports or ports - {dashboard}):

@@ -376,6 +376,12 @@ def test_network_policy_check_catches_open_ray_ports(docs):
     problems = ray_network_policy_problems(bad)
     assert any("without 'from'" in p for p in problems) and any("ipBlock" in p for p in problems)
 
+    bad = copy.deepcopy(docs)  # "the operator's namespace" pointed at igan itself: every igan pod gets in
+    operator = bad[_find(bad, "NetworkPolicy", "igan-ray")][1]["spec"]["ingress"][1]["from"][1]
+    operator["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] = "igan"
+    operator["podSelector"]["matchLabels"] = {"app.kubernetes.io/part-of": "igan"}
+    assert any("also admits" in p for p in ray_network_policy_problems(bad))
+
     bad = copy.deepcopy(docs)  # submitters and operator let onto the GCS port too
     bad[_find(bad, "NetworkPolicy", "igan-ray")][1]["spec"]["ingress"][1]["ports"].append({"protocol": "TCP", "port": 6379})
     assert any("not only the dashboard port" in p for p in ray_network_policy_problems(bad))
