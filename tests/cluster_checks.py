@@ -396,8 +396,8 @@ def train_job_problems(docs) -> list[str]:
     """igan train's --workers x --gpus-per-worker fits the GPUs of the cluster it runs on, and its
     --tracking-uri is the MLflow Ingress (the one TLS path to the server)."""
     problems = []
-    mlflow_uri_ = mlflow_uri(docs)
-    if mlflow_uri_ is None:
+    tracking_uri = mlflow_uri(docs)
+    if tracking_uri is None:
         problems.append("no single Ingress with one host publishes the MLflow Service")
     trains = [(p, d) for p, d in docs if d.get("kind") == "RayJob" and d["spec"]["entrypoint"].startswith("igan train")]
     if not trains:
@@ -417,13 +417,13 @@ def train_job_problems(docs) -> list[str]:
             problems.append(f"{path.name}: {workers} x {per} GPUs requested, the cluster has {available}")
         if flag(entry, "--preset") != "imagenet128" and "imagenet128" in path.name:
             problems.append(f"{path.name}: not the imagenet128 preset")
-        if flag(entry, "--tracking-uri") != mlflow_uri_:
-            problems.append(f"{path.name}: --tracking-uri is not {mlflow_uri_}")
+        if flag(entry, "--tracking-uri") != tracking_uri:
+            problems.append(f"{path.name}: --tracking-uri is not {tracking_uri}")
     for _, doc in docs:
         for c in containers(doc):
             for env in c.get("env", []):
-                if env["name"] == "MLFLOW_TRACKING_URI" and env.get("value") != mlflow_uri_:
-                    problems.append(f"MLFLOW_TRACKING_URI {env.get('value')} != {mlflow_uri_}")
+                if env["name"] == "MLFLOW_TRACKING_URI" and env.get("value") != tracking_uri:
+                    problems.append(f"MLFLOW_TRACKING_URI {env.get('value')} != {tracking_uri}")
     return problems
 
 
@@ -759,7 +759,9 @@ def _labels(template: dict) -> dict:
 def job_target(doc: dict) -> str | None:
     """The Ray cluster a RayJob runs on: its own (named like the job) or the one it selects."""
     spec = doc["spec"]
-    return doc["metadata"]["name"] if "rayClusterSpec" in spec else spec.get("clusterSelector", {}).get("ray.io/cluster")
+    if "rayClusterSpec" in spec:
+        return doc["metadata"]["name"]
+    return spec.get("clusterSelector", {}).get("ray.io/cluster")
 
 
 def token_secrets(docs) -> set[str]:
@@ -789,7 +791,8 @@ def ray_auth_problems(docs) -> list[str]:
         problems.append(f"ray {RAY_VERSION} has no token authentication (since {'.'.join(map(str, TOKEN_AUTH_SINCE))})")
     secrets = token_secrets(docs)
     if len(secrets) != 1:
-        problems.append(f"expected one ExternalSecret that makes the Ray token (key {TOKEN_KEY}), found {sorted(secrets)}")
+        problems.append(f"expected one ExternalSecret that makes the Ray token (key {TOKEN_KEY}), "
+                        f"found {sorted(secrets)}")
     secret = min(secrets) if secrets else None
     for name, spec in ray_cluster_specs(docs):
         auth = spec.get("authOptions") or {}
@@ -812,8 +815,9 @@ def ray_auth_problems(docs) -> list[str]:
     for path, doc in docs:
         for c in containers(doc):
             env = _env(c)
-            if "RAY_AUTH_MODE" in env and env["RAY_AUTH_MODE"].get("value") != "token":
-                problems.append(f"{_where(path, doc)}: {c['name']} sets RAY_AUTH_MODE={env['RAY_AUTH_MODE'].get('value')}")
+            mode = env.get("RAY_AUTH_MODE", {}).get("value", "token")
+            if mode != "token":
+                problems.append(f"{_where(path, doc)}: {c['name']} sets RAY_AUTH_MODE={mode}")
             if "value" in env.get("RAY_AUTH_TOKEN", {}):
                 problems.append(f"{_where(path, doc)}: {c['name']} has a literal RAY_AUTH_TOKEN")
     return problems
@@ -973,7 +977,8 @@ def ray_network_policy_problems(docs) -> list[str]:
             if where not in admitted["submitter"]:
                 problems.append(f"{where}: no NetworkPolicy rule admits it to {name}'s dashboard port {dashboard}")
         if not admitted["operator"] and covering:
-            problems.append(f"{name}: no NetworkPolicy rule admits the KubeRay operator's namespace on port {dashboard}")
+            problems.append(f"{name}: no NetworkPolicy rule admits the KubeRay operator's namespace "
+                            f"on port {dashboard}")
     return problems
 
 
@@ -1033,7 +1038,8 @@ def security_context_problems(docs, dockerfile: str | None = None) -> list[str]:
     for name, spec in ray_cluster_specs(docs):
         if spec.get("enableInTreeAutoscaling"):
             sc = (spec.get("autoscalerOptions") or {}).get("securityContext") or {}
-            if sc.get("allowPrivilegeEscalation") is not False or "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
+            drops = (sc.get("capabilities") or {}).get("drop") or []
+            if sc.get("allowPrivilegeEscalation") is not False or "ALL" not in drops:
                 problems.append(f"{name}/autoscaler: securityContext does not forbid privilege escalation and drop ALL")
     return problems
 
@@ -1220,7 +1226,8 @@ def mlflow_tls_problems(docs, launchers: dict[str, dict] | None = None) -> list[
             for peer in rule.get("from") or [{}]:
                 named = (peer.get("namespaceSelector") or {}).get("matchLabels") or {}
                 ns = named.get("kubernetes.io/metadata.name")
-                if not ns or ns == policy["metadata"].get("namespace") or not (peer.get("podSelector") or {}).get("matchLabels"):
+                pods = (peer.get("podSelector") or {}).get("matchLabels")
+                if not ns or ns == policy["metadata"].get("namespace") or not pods:
                     problems.append(f"NetworkPolicy {policy['metadata']['name']}: admits {peer or 'every source'}, "
                                     "not only the ingress controller (MLflow traffic would bypass TLS)")
     seen = []

@@ -605,8 +605,9 @@ def static_problems(commands: list[Command], docs=None, launchers: dict[str, dic
         elif program == "docker" and words[1:4] == ["buildx", "imagetools", "inspect"]:
             target = next((w for w in words[4:] if not w.startswith("-") and "{{" not in w), None)
             if target not in built | bases:
-                found.append(f"inspects {target}: neither an image built above nor the Dockerfile's base {sorted(bases)}")
-        elif (program == "aws" and words[1:2] == ["secretsmanager"]) or (program == "gcloud" and words[1:2] == ["secrets"]):
+                found.append(f"inspects {target}: neither an image built above nor the Dockerfile's base "
+                             f"{sorted(bases)}")
+        elif words[:2] in (["aws", "secretsmanager"], ["gcloud", "secrets"]):
             found += _secret_store_problems(words, secrets)
         elif program == "sed":
             found += _sed_problems(words)

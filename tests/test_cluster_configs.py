@@ -317,7 +317,8 @@ def test_auth_check_catches_missing_or_literal_tokens(docs):
             env.pop("valueFrom")
             env["value"] = "0123456789abcdef"
     problems = ray_auth_problems(bad)
-    assert any("literal RAY_AUTH_TOKEN" in p for p in problems) and any("submitter: RAY_AUTH_TOKEN" in p for p in problems)
+    assert any("literal RAY_AUTH_TOKEN" in p for p in problems)
+    assert any("submitter: RAY_AUTH_TOKEN" in p for p in problems)
     assert literal_secret_problems(bad)
 
     bad = copy.deepcopy(docs)  # KubeRay would generate its own token; the autoscaler has none
@@ -340,7 +341,8 @@ def test_auth_check_catches_missing_or_literal_tokens(docs):
 def test_launcher_auth_check_catches_open_or_literal_tokens():
     cfg = load_yaml(CLUSTER / "aws.yaml")
     bad = copy.deepcopy(cfg)  # a worker node started without token authentication
-    bad["worker_start_ray_commands"] = [c.replace("export RAY_AUTH_MODE=token;", "") for c in bad["worker_start_ray_commands"]]
+    bad["worker_start_ray_commands"] = [c.replace("export RAY_AUTH_MODE=token;", "")
+                                        for c in bad["worker_start_ray_commands"]]
     assert launcher_auth_problems(bad) == ["worker_start_ray_commands: ray start does not export RAY_AUTH_MODE=token"]
     bad = copy.deepcopy(cfg)  # a literal token instead of the file from the secret manager
     bad["head_start_ray_commands"] = [c.replace("export RAY_AUTH_TOKEN_PATH=$HOME/.ray/auth_token;",
@@ -383,7 +385,8 @@ def test_network_policy_check_catches_open_ray_ports(docs):
     assert any("also admits" in p for p in ray_network_policy_problems(bad))
 
     bad = copy.deepcopy(docs)  # submitters and operator let onto the GCS port too
-    bad[_find(bad, "NetworkPolicy", "igan-ray")][1]["spec"]["ingress"][1]["ports"].append({"protocol": "TCP", "port": 6379})
+    rule = bad[_find(bad, "NetworkPolicy", "igan-ray")][1]["spec"]["ingress"][1]
+    rule["ports"].append({"protocol": "TCP", "port": 6379})
     assert any("not only the dashboard port" in p for p in ray_network_policy_problems(bad))
 
     bad = copy.deepcopy(docs)  # a submitter without its label: its RayJob could not submit
@@ -439,16 +442,17 @@ def test_digest_check_catches_tag_only_images(docs):
 def test_installer_check_catches_unverified_downloads():
     cfg = load_yaml(CLUSTER / "aws.yaml")
     commands = launcher_commands(cfg)
-    old = [("setup_commands[0]", "command -v ~/.local/bin/uv >/dev/null || curl -LsSf https://astral.sh/uv/0.13.9/install.sh | sh")]
+    old = [("setup_commands[0]",
+            "command -v ~/.local/bin/uv >/dev/null || curl -LsSf https://astral.sh/uv/0.13.9/install.sh | sh")]
     assert any("pipes a download into a shell" in p for p in installer_hash_problems(old))
 
     unchecked = [(w, re.sub(r"\(cd /tmp && grep [^)]*\) &&", "", c)) for w, c in commands]
     assert unchecked != commands
     assert any("without checking its SHA-256" in p for p in installer_hash_problems(unchecked))
 
-    unpacked_first = [(w, c.replace("-o /tmp/uv-x86_64-unknown-linux-gnu.tar.gz",
-                                    "-o /tmp/uv-x86_64-unknown-linux-gnu.tar.gz && tar -xzf /tmp/uv-x86_64-unknown-linux-gnu.tar.gz"))
-                      for w, c in commands]
+    archive = "/tmp/uv-x86_64-unknown-linux-gnu.tar.gz"
+    unpacked_first = [(w, c.replace(f"-o {archive}", f"-o {archive} && tar -xzf {archive}")) for w, c in commands]
+    assert unpacked_first != commands
     assert any("without checking its SHA-256" in p for p in installer_hash_problems(unpacked_first))
 
     sums = INSTALLER_SUMS.read_text()
@@ -456,7 +460,8 @@ def test_installer_check_catches_unverified_downloads():
     assert any("malformed" in p for p in installer_hash_problems(commands, sums.replace("REPLACE-ME", "deadbeef")))
     assert installer_hash_problems(commands, sums.replace("REPLACE-ME", "0" * 64)) == []
 
-    dockerfile = DOCKERFILE.read_text().replace("RUN apt-get update", "RUN curl -fsSL https://example.com/x.sh | bash \\\n && apt-get update")
+    dockerfile = DOCKERFILE.read_text().replace(
+        "RUN apt-get update", "RUN curl -fsSL https://example.com/x.sh | bash \\\n && apt-get update")
     assert any("pipes a download into a shell" in p for p in installer_hash_problems(dockerfile_runs(dockerfile)))
 
     bad = copy.deepcopy(cfg)
@@ -488,7 +493,8 @@ def test_tls_check_catches_plain_http_mlflow(docs):
     bad = copy.deepcopy(docs)  # a second Ingress that publishes the Ray dashboard
     extra = copy.deepcopy(bad[_find(bad, "Ingress", "mlflow")])
     extra[1]["metadata"]["name"] = "ray-dashboard"
-    extra[1]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"] = {"name": "igan-head-svc", "port": {"number": 8265}}
+    backend = extra[1]["spec"]["rules"][0]["http"]["paths"][0]["backend"]
+    backend["service"] = {"name": "igan-head-svc", "port": {"number": 8265}}
     bad.append(extra)
     assert any("publishes something else than MLflow" in p for p in mlflow_problems(bad))
 
