@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the pinned release that cluster/aws.yaml and cluster/gcp.yaml mount on every node:
-#   dist/igan-release/igan-<version>-py3-none-any.whl, constraints.txt, constraints-cloud.txt
+#   dist/igan-release/igan-<version>-py3-none-any.whl, constraints.txt, constraints-cloud.txt,
+#   installers.sha256 (the SHA-256 every node checks the uv archive against before running it)
 # Run from anywhere; it works in the repository root. Refuses to build from a commit that is not
 # the tag v<version> unless IGAN_ALLOW_UNTAGGED=1 (for trying out changes on a dev cluster).
 set -euo pipefail
@@ -20,10 +21,17 @@ if ! git describe --exact-match --tags HEAD 2>/dev/null | grep -qx "v$version"; 
   echo "build-release: warning: building igan $version from untagged $(git rev-parse --short HEAD)" >&2
 fi
 
+# A placeholder hash would fail setup on every node, minutes into `ray up`: fail here instead.
+if grep -q 'REPLACE-ME' cluster/installers.sha256; then
+  echo "build-release: cluster/installers.sha256 still holds a placeholder; put the uv archive's SHA-256" \
+       "there first (cluster/README.md, \"Image digests and installer hashes\")" >&2
+  exit 2
+fi
+
 out=dist/igan-release
 rm -rf "$out"
 mkdir -p "$out"
 python3 -m pip wheel --quiet --no-deps --wheel-dir "$out" .
-cp constraints.txt cluster/constraints-cloud.txt "$out"/
+cp constraints.txt cluster/constraints-cloud.txt cluster/installers.sha256 "$out"/
 test -f "$out/igan-$version-py3-none-any.whl"
 ls -l "$out"

@@ -13,6 +13,12 @@
   IGAN_INCEPTION_WEIGHTS to one value, and each launcher node's ``ray start`` exports it; the value
   is a bucket URI or a path on a mounted volume or in the image.
 * Launcher node commands are valid bash; the image's COPY sources survive its .dockerignore.
+* The lock-down (cluster/README.md, "Security"): Ray token authentication on every Ray process,
+  autoscaler and job submitter, with the token from the secret store; Ray's ports open only to the
+  cluster's own pods, its RayJob submitters and the KubeRay operator (NetworkPolicy), and the
+  launchers' dashboard on the head's loopback; every pod non-root with a restrictive
+  securityContext; images pinned by digest; downloaded installers checked against a pinned
+  SHA-256 before they run; MLflow reached only over TLS, through its Ingress.
 
 Each property is a ``*_problems`` function returning a list of messages; the tests assert the
 real files give none, and that deliberately broken copies give some (so the checks can fail).
@@ -194,8 +200,8 @@ def launcher_pin_problems(cfg: dict) -> list[str]:
             problems.append(f"install is not pinned: {cmd}")
     if f"'{VERSION}'" not in setup or f"'{RAY_VERSION}'" not in setup:
         problems.append("setup does not verify the installed igan / ray versions")
-    if not re.search(r"astral\.sh/uv/\d+\.\d+\.\d+/install\.sh", setup):
-        problems.append("uv installer is not pinned to a version")
+    if not re.search(r"github\.com/astral-sh/uv/releases/download/\d+\.\d+\.\d+/uv-\S+\.tar\.gz", setup):
+        problems.append("uv is not downloaded as the release archive of a pinned version")
     mounts = cfg.get("file_mounts", {})
     if mounts.get("~/igan-release") != "dist/igan-release":
         problems.append("file_mounts must carry dist/igan-release (cluster/build-release.sh) to ~/igan-release")
@@ -306,13 +312,22 @@ def kuberay_problems(docs) -> list[str]:
     return problems
 
 
+def split_image(ref: str) -> tuple[str, str | None, str | None]:
+    """``(name, tag, digest)`` of an image reference ``name[:tag][@digest]``."""
+    name_tag, _, digest = ref.partition("@")
+    last = name_tag.rsplit("/", 1)[-1]
+    tag = last.split(":", 1)[1] if ":" in last else None
+    name = name_tag[: len(name_tag) - len(tag) - 1] if tag is not None else name_tag
+    return name, tag, digest or None
+
+
 def image_problems(docs) -> list[str]:
     images = {c["image"] for _, doc in docs for c in containers(doc)}
     problems = []
     if len(images) != 1:
         problems.append(f"manifests use {len(images)} images: {sorted(images)}")
     for image in images:
-        tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else None
+        _, tag, _ = split_image(image)
         if tag in (None, "latest") or tag != VERSION:
             problems.append(f"image {image} is not pinned to igan {VERSION}")
     dockerfile = (CLUSTER / "Dockerfile").read_text()
@@ -360,13 +375,30 @@ def shared_storage_problems(docs) -> list[str]:
     return problems
 
 
+def mlflow_ingresses(docs) -> list[dict]:
+    """The Ingresses that route to the Service ``mlflow``."""
+    def backends(ingress):
+        for rule in ingress["spec"].get("rules", []):
+            for path in (rule.get("http") or {}).get("paths", []):
+                yield path["backend"].get("service", {}).get("name")
+    return [d for _, d in docs if d.get("kind") == "Ingress" and "mlflow" in set(backends(d))]
+
+
+def mlflow_uri(docs) -> str | None:
+    """``https://HOST`` of the MLflow Ingress: the tracking URI of every client, in the cluster and
+    outside it; None without exactly one MLflow Ingress with a host."""
+    ingresses = mlflow_ingresses(docs)
+    hosts = [r["host"] for i in ingresses for r in i["spec"].get("rules", []) if r.get("host")]
+    return f"https://{hosts[0]}" if len(ingresses) == 1 and len(hosts) == 1 else None
+
+
 def train_job_problems(docs) -> list[str]:
     """igan train's --workers x --gpus-per-worker fits the GPUs of the cluster it runs on, and its
-    --tracking-uri is the in-cluster MLflow Service."""
+    --tracking-uri is the MLflow Ingress (the one TLS path to the server)."""
     problems = []
-    service = next(d for _, d in docs if d.get("kind") == "Service" and d["metadata"]["name"] == "mlflow")
-    port = service["spec"]["ports"][0]["port"]
-    mlflow_uri = f"http://{service['metadata']['name']}.{service['metadata']['namespace']}.svc:{port}"
+    tracking_uri = mlflow_uri(docs)
+    if tracking_uri is None:
+        problems.append("no single Ingress with one host publishes the MLflow Service")
     trains = [(p, d) for p, d in docs if d.get("kind") == "RayJob" and d["spec"]["entrypoint"].startswith("igan train")]
     if not trains:
         problems.append("no RayJob runs igan train")
@@ -385,13 +417,13 @@ def train_job_problems(docs) -> list[str]:
             problems.append(f"{path.name}: {workers} x {per} GPUs requested, the cluster has {available}")
         if flag(entry, "--preset") != "imagenet128" and "imagenet128" in path.name:
             problems.append(f"{path.name}: not the imagenet128 preset")
-        if flag(entry, "--tracking-uri") != mlflow_uri:
-            problems.append(f"{path.name}: --tracking-uri is not {mlflow_uri}")
+        if flag(entry, "--tracking-uri") != tracking_uri:
+            problems.append(f"{path.name}: --tracking-uri is not {tracking_uri}")
     for _, doc in docs:
         for c in containers(doc):
             for env in c.get("env", []):
-                if env["name"] == "MLFLOW_TRACKING_URI" and env.get("value") != mlflow_uri:
-                    problems.append(f"MLFLOW_TRACKING_URI {env.get('value')} != {mlflow_uri}")
+                if env["name"] == "MLFLOW_TRACKING_URI" and env.get("value") != tracking_uri:
+                    problems.append(f"MLFLOW_TRACKING_URI {env.get('value')} != {tracking_uri}")
     return problems
 
 
@@ -402,8 +434,11 @@ def mlflow_problems(docs) -> list[str]:
             problems.append(f"{path.name}: Service {doc['metadata']['name']} is {doc['spec']['type']}")
         if doc.get("kind") == "Service" and doc["spec"].get("type") is None:
             problems.append(f"{path.name}: Service {doc['metadata']['name']} should state type: ClusterIP")
-        if doc.get("kind") in ("Ingress", "Gateway", "HTTPRoute"):
+        if doc.get("kind") in ("Gateway", "HTTPRoute"):
             problems.append(f"{path.name}: {doc['kind']} exposes a service")
+        if doc.get("kind") == "Ingress" and doc not in mlflow_ingresses(docs):
+            problems.append(f"{path.name}: Ingress {doc['metadata']['name']} publishes something else than "
+                            "MLflow (only MLflow is published, over TLS)")
     deployments = [d for _, d in docs if d.get("kind") == "Deployment" and d["metadata"]["name"] == "mlflow"]
     if len(deployments) != 1:
         return problems + ["expected one Deployment named mlflow"]
@@ -438,17 +473,6 @@ def mlflow_problems(docs) -> list[str]:
         for rule in policy["spec"].get("ingress", []):
             if not rule.get("from"):
                 problems.append("NetworkPolicy has an ingress rule open to every source")
-    # The pods that hold MLflow credentials are the ones the policy lets in.
-    allowed = [peer.get("podSelector", {}).get("matchLabels", {}) for p in policies
-               for rule in p["spec"].get("ingress", []) for peer in rule.get("from", [])]
-    for path, doc in docs:
-        for pod in pod_specs(doc):
-            uses_login = any(e["name"] == "MLFLOW_TRACKING_PASSWORD" for c in pod["containers"] for e in c.get("env", []))
-            if not uses_login:
-                continue
-            labels = _pod_labels(doc, pod)
-            if not any(sel and sel.items() <= labels.items() for sel in allowed):
-                problems.append(f"{path.name}: a pod with MLflow credentials is not allowed by the NetworkPolicy")
     return problems
 
 
@@ -688,4 +712,540 @@ def dockerfile_context_problems(dockerfile: str, dockerignore: str) -> list[str]
         for src in [w for w in words[1:] if not w.startswith("--")][:-1]:
             if not dockerignore_admits(src, patterns):
                 problems.append(f"COPY {src}: excluded from the build context by Dockerfile.dockerignore")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# the lock-down: who reaches the cluster, with what, and what runs there
+
+#: Stands for a SHA-256 only the operator can supply (an image digest, an installer hash). It makes
+#: `docker build`, the pods and node setup fail until it is replaced (cluster/README.md, "Image
+#: digests and installer hashes"); anything else that is not 64 hex digits is a mistake.
+SHA256_PLACEHOLDER = "REPLACE-ME"
+SHA256_VALUE = re.compile(rf"^(?:[0-9a-f]{{64}}|{SHA256_PLACEHOLDER})$")
+#: The checksum file of what the launcher nodes download, carried to them in the release.
+INSTALLER_SUMS = CLUSTER / "installers.sha256"
+#: The key of the token in its Secret: the one KubeRay's authOptions.secretName reads.
+TOKEN_KEY = "auth_token"
+#: Ray's first release with token authentication.
+TOKEN_AUTH_SINCE = (2, 52)
+#: Pod labels naming the Ray cluster a pod belongs to, and the cluster a RayJob submitter submits to.
+CLUSTER_LABEL = "igan.io/ray-cluster"
+SUBMITTER_LABEL = "igan.io/ray-submitter"
+LOOPBACK = {"127.0.0.1", "localhost"}
+#: Secret-manager reads on a launcher node, by provider: the secret's name is group 1.
+SECRET_READS = {"aws": re.compile(r"aws secretsmanager get-secret-value\b[^|>]*--secret-id[ =](\S+)"),
+                "gcp": re.compile(r"gcloud secrets versions access \S+ --secret[ =](\S+)")}
+
+
+def _where(path: Path, doc: dict) -> str:
+    return f"{path.relative_to(ROOT)}:{doc.get('kind', '?')}/{doc.get('metadata', {}).get('name', '?')}"
+
+
+def _env(container: dict | None) -> dict[str, dict]:
+    return {e["name"]: e for e in (container or {}).get("env") or []}
+
+
+def ray_templates(spec: dict) -> list[tuple[str, dict]]:
+    """``(group, pod template)`` for the head and every worker group of a RayCluster spec."""
+    return [("head", spec["headGroupSpec"]["template"])] + [
+        (g["groupName"], g["template"]) for g in spec.get("workerGroupSpecs", [])]
+
+
+def _labels(template: dict) -> dict:
+    return (template.get("metadata") or {}).get("labels") or {}
+
+
+def job_target(doc: dict) -> str | None:
+    """The Ray cluster a RayJob runs on: its own (named like the job) or the one it selects."""
+    spec = doc["spec"]
+    if "rayClusterSpec" in spec:
+        return doc["metadata"]["name"]
+    return spec.get("clusterSelector", {}).get("ray.io/cluster")
+
+
+def token_secrets(docs) -> set[str]:
+    """Names of the Secrets an ExternalSecret fills with a Ray token (key ``auth_token``)."""
+    return {d["spec"]["target"]["name"] for _, d in docs if d.get("kind") == "ExternalSecret"
+            and any(item["secretKey"] == TOKEN_KEY for item in d["spec"].get("data", []))}
+
+
+def _token_env_problems(where: str, env: dict[str, dict], secret: str | None) -> list[str]:
+    problems = []
+    if env.get("RAY_AUTH_MODE", {}).get("value") != "token":
+        problems.append(f"{where}: RAY_AUTH_MODE is not token")
+    ref = env.get("RAY_AUTH_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef") or {}
+    if (ref.get("name"), ref.get("key")) != (secret, TOKEN_KEY) or ref.get("optional"):
+        problems.append(f"{where}: RAY_AUTH_TOKEN does not come from Secret {secret}, key {TOKEN_KEY}")
+    return problems
+
+
+def ray_auth_problems(docs) -> list[str]:
+    """Token authentication on Kubernetes: one ExternalSecret makes the token Secret; every RayCluster
+    spec (also those a RayJob embeds) sets ``authOptions`` to token mode with that Secret, so KubeRay
+    neither generates another nor talks to the dashboard without it; every Ray container, the
+    autoscaler and every RayJob submitter set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN from the Secret;
+    no container turns it off or carries a literal token."""
+    problems = []
+    if tuple(int(x) for x in RAY_VERSION.split(".")[:2]) < TOKEN_AUTH_SINCE:
+        problems.append(f"ray {RAY_VERSION} has no token authentication (since {'.'.join(map(str, TOKEN_AUTH_SINCE))})")
+    secrets = token_secrets(docs)
+    if len(secrets) != 1:
+        problems.append(f"expected one ExternalSecret that makes the Ray token (key {TOKEN_KEY}), "
+                        f"found {sorted(secrets)}")
+    secret = min(secrets) if secrets else None
+    for name, spec in ray_cluster_specs(docs):
+        auth = spec.get("authOptions") or {}
+        if auth.get("mode") != "token" or auth.get("secretName") != secret:
+            problems.append(f"{name}: authOptions is not {{mode: token, secretName: {secret}}}: {auth}")
+        for group, template in ray_templates(spec):
+            problems += _token_env_problems(f"{name}/{group}", _env(template["spec"]["containers"][0]), secret)
+        if spec.get("enableInTreeAutoscaling"):
+            env = {e["name"]: e for e in (spec.get("autoscalerOptions") or {}).get("env") or []}
+            problems += _token_env_problems(f"{name}/autoscaler", env, secret)
+    for path, doc in docs:
+        if doc.get("kind") != "RayJob":
+            continue
+        template = doc["spec"].get("submitterPodTemplate")
+        if not template:
+            problems.append(f"{path.name}: no submitterPodTemplate, so nothing gives the submitter the token")
+        else:
+            problems += _token_env_problems(f"{doc['metadata']['name']}/submitter",
+                                            _env(template["spec"]["containers"][0]), secret)
+    for path, doc in docs:
+        for c in containers(doc):
+            env = _env(c)
+            mode = env.get("RAY_AUTH_MODE", {}).get("value", "token")
+            if mode != "token":
+                problems.append(f"{_where(path, doc)}: {c['name']} sets RAY_AUTH_MODE={mode}")
+            if "value" in env.get("RAY_AUTH_TOKEN", {}):
+                problems.append(f"{_where(path, doc)}: {c['name']} has a literal RAY_AUTH_TOKEN")
+    return problems
+
+
+def launcher_commands(cfg: dict) -> list[tuple[str, str]]:
+    """``(key[i], command)`` for every shell command the launcher runs on a node."""
+    return [(f"{key}[{i}]", c) for key in LAUNCHER_COMMAND_KEYS for i, c in enumerate(cfg.get(key) or [])]
+
+
+def _home(path: str) -> str:
+    return re.sub(r"^(\$HOME|\$\{HOME\})/", "~/", path)
+
+
+def launcher_token_file(cfg: dict) -> str | None:
+    """The file a setup command writes the Ray token to, read from the provider's secret manager
+    with a 0600 mode (``umask 077`` or ``chmod 600``), as ``~/...``; None when no command does."""
+    read = SECRET_READS.get(cfg.get("provider", {}).get("type"))
+    for command in cfg.get("setup_commands") or []:
+        target = re.search(r">\s*(\S*auth_token)\b", command)
+        private = re.search(r"\bumask 0?077\b", command) or (target and f"chmod 600 {target.group(1)}" in command)
+        if read and read.search(command) and target and private:
+            return _home(target.group(1))
+    return None
+
+
+def launcher_auth_problems(cfg: dict) -> list[str]:
+    """Token authentication on launcher VMs: setup reads the token from the provider's secret
+    manager into a 0600 file; the head's and every worker's ``ray start`` export RAY_AUTH_MODE=token
+    and RAY_AUTH_TOKEN_PATH naming that file, so every driver and worker inherits both; no command
+    carries a token or turns authentication off."""
+    problems = []
+    token_file = launcher_token_file(cfg)
+    if token_file is None:
+        problems.append("setup_commands: no command writes the Ray token from the secret manager to a 0600 file")
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        for command in (c for c in cfg.get(key) or [] if "ray start" in c):
+            env = start_exports(command)
+            if env.get("RAY_AUTH_MODE") != "token":
+                problems.append(f"{key}: ray start does not export RAY_AUTH_MODE=token")
+            if token_file and _home(env.get("RAY_AUTH_TOKEN_PATH", "")) != token_file:
+                problems.append(f"{key}: ray start does not export RAY_AUTH_TOKEN_PATH={token_file}")
+    for where, command in launcher_commands(cfg):
+        if re.search(r"\bRAY_AUTH_TOKEN=", command):
+            problems.append(f"{where}: sets RAY_AUTH_TOKEN in the command (a token belongs in the secret manager)")
+        if re.search(r"\bRAY_AUTH_MODE=(?!token\b)", command):
+            problems.append(f"{where}: sets RAY_AUTH_MODE to something else than token")
+    return problems
+
+
+def launcher_dashboard_problems(cfg: dict) -> list[str]:
+    """The head's dashboard and job API answer on its loopback only (reached with `ray dashboard`,
+    an SSH tunnel): the head's ``ray start`` says ``--dashboard-host`` 127.0.0.1 or localhost."""
+    problems = []
+    for command in (c for c in cfg.get("head_start_ray_commands") or [] if "ray start" in c):
+        hosts = re.findall(r"--dashboard-host[= ](\S+)", command)
+        if not hosts:
+            problems.append("head_start_ray_commands: ray start does not state --dashboard-host=127.0.0.1")
+        problems += [f"head_start_ray_commands: --dashboard-host={h} listens beyond the head's loopback"
+                     for h in hosts if h not in LOOPBACK]
+    return problems
+
+
+def _all_templates(docs) -> list[tuple[str, dict, tuple[str, str | None]]]:
+    """``(where, labels, role)`` of every pod template: role ``("ray", cluster)`` for a Ray pod,
+    ``("submitter", cluster)`` for a RayJob submitter, ``("other", None)`` for any other pod."""
+    out = []
+    for name, spec in ray_cluster_specs(docs):
+        out += [(f"{name}/{group}", _labels(t), ("ray", name)) for group, t in ray_templates(spec)]
+    for path, doc in docs:
+        if doc.get("kind") == "RayJob" and doc["spec"].get("submitterPodTemplate"):
+            out.append((f"{doc['metadata']['name']}/submitter", _labels(doc["spec"]["submitterPodTemplate"]),
+                        ("submitter", job_target(doc))))
+        elif doc.get("kind") not in ("RayJob", "RayCluster"):
+            out += [(_where(path, doc), _pod_labels(doc, spec), ("other", None)) for spec in pod_specs(doc)]
+    return out
+
+
+def _selects(selector: dict | None, labels: dict) -> bool:
+    match = (selector or {}).get("matchLabels") or {}
+    return bool(match) and match.items() <= labels.items()
+
+
+def _peer_role(peer: dict, cluster: str, templates, namespace: str) -> tuple[str | None, str | None]:
+    """What an ingress peer of cluster ``cluster``'s policy (in ``namespace``) admits: ``("own",
+    None)`` (only its own pods), ``("submitter", None)`` (also its RayJob submitters),
+    ``("operator", None)`` (selected pods of one named other namespace), else ``(None, why it
+    admits too much)``."""
+    if "ipBlock" in peer:
+        return None, f"ipBlock {peer['ipBlock']}"
+    pods, namespaces = peer.get("podSelector"), peer.get("namespaceSelector")
+    if pods is None or pods.get("matchExpressions") or not pods.get("matchLabels"):
+        return None, "every pod of the namespace selected" if namespaces is not None else "every pod of the namespace"
+    if namespaces is not None:
+        named = namespaces.get("matchLabels") or {}
+        if set(named) != {"kubernetes.io/metadata.name"} or namespaces.get("matchExpressions"):
+            return None, f"namespaceSelector {namespaces} does not name one namespace"
+        if named["kubernetes.io/metadata.name"] != namespace:
+            return "operator", None
+    admitted = {(where, role) for where, labels, role in templates if _selects(pods, labels)}
+    outsiders = sorted(w for w, role in admitted if role not in (("ray", cluster), ("submitter", cluster)))
+    if outsiders:
+        return None, f"podSelector {pods['matchLabels']} also admits {outsiders}"
+    return ("own", None) if all(role == ("ray", cluster) for _, role in admitted) else ("submitter", None)
+
+
+def _ports(rule: dict) -> set:
+    return {p.get("port") for p in rule.get("ports") or []}
+
+
+def ray_network_policy_problems(docs) -> list[str]:
+    """Each Ray cluster's pods carry ``igan.io/ray-cluster: <cluster>`` and are selected by a
+    NetworkPolicy that restricts ingress; its rules admit only the cluster's own pods (any port),
+    and, on the dashboard port alone, the submitters of the RayJobs that run on it (label
+    ``igan.io/ray-submitter``) and pods of one named other namespace (the KubeRay operator). No
+    rule is open, no ipBlock, no selector that reaches other pods. Every submitter and the operator
+    are admitted, or RayJobs could not run."""
+    problems = []
+    templates = _all_templates(docs)
+    policies = [d for _, d in docs if d.get("kind") == "NetworkPolicy"]
+    for name, spec in ray_cluster_specs(docs):
+        head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
+        dashboard = next((p["containerPort"] for p in head.get("ports", []) if p.get("name") == "dashboard"), 8265)
+        mine = [(where, labels) for where, labels, role in templates if role == ("ray", name)]
+        subs = [(where, labels) for where, labels, role in templates if role == ("submitter", name)]
+        for where, labels in mine:
+            if labels.get(CLUSTER_LABEL) != name:
+                problems.append(f"{where}: pod template lacks the label {CLUSTER_LABEL}: {name}")
+        for where, labels in subs:
+            if labels.get(SUBMITTER_LABEL) != name:
+                problems.append(f"{where}: pod template lacks the label {SUBMITTER_LABEL}: {name}")
+        covering = [p for p in policies if "Ingress" in p["spec"].get("policyTypes", [])
+                    and any(_selects(p["spec"]["podSelector"], labels) for _, labels in mine)]
+        for where, labels in mine:
+            if not any(_selects(p["spec"]["podSelector"], labels) for p in covering):
+                problems.append(f"{where}: no NetworkPolicy restricts ingress to these pods")
+        admitted = {"submitter": set(), "operator": False}
+        for policy in covering:
+            pname = policy["metadata"]["name"]
+            for rule in policy["spec"].get("ingress") or []:
+                if not rule.get("from"):
+                    problems.append(f"{pname}: an ingress rule without 'from' admits every source")
+                    continue
+                ports = _ports(rule)
+                for peer in rule["from"]:
+                    role, why = _peer_role(peer, name, templates, policy["metadata"].get("namespace"))
+                    if why:
+                        problems.append(f"{pname}: admits {why}")
+                    elif role != "own" and (not ports or ports - {dashboard}):
+                        problems.append(f"{pname}: admits the {role} on {sorted(ports) or 'every port'}, "
+                                        f"not only the dashboard port {dashboard}")
+                    elif role == "submitter":
+                        admitted["submitter"] |= {w for w, labels in subs if _selects(peer["podSelector"], labels)}
+                    elif role == "operator":
+                        admitted["operator"] = True
+        for where, _ in subs:
+            if where not in admitted["submitter"]:
+                problems.append(f"{where}: no NetworkPolicy rule admits it to {name}'s dashboard port {dashboard}")
+        if not admitted["operator"] and covering:
+            problems.append(f"{name}: no NetworkPolicy rule admits the KubeRay operator's namespace "
+                            f"on port {dashboard}")
+    return problems
+
+
+def dockerfile_uid(dockerfile: str) -> int | None:
+    """The numeric user of the image's last ``USER`` line (``USER 1000`` or ``USER 1000:1000``)."""
+    users = re.findall(r"^USER\s+(\S+)", dockerfile, flags=re.M)
+    user = users[-1].split(":")[0] if users else ""
+    return int(user) if user.isdigit() else None
+
+
+def _container_security_problems(where: str, pod: dict, container: dict, uid: int | None) -> list[str]:
+    pod_sc, sc = pod.get("securityContext") or {}, container.get("securityContext") or {}
+
+    def get(key):
+        return sc.get(key, pod_sc.get(key))
+
+    problems = []
+    if get("runAsNonRoot") is not True:
+        problems.append(f"{where}: runAsNonRoot is not true")
+    user = get("runAsUser")
+    if not isinstance(user, int) or user == 0 or user != uid:
+        problems.append(f"{where}: runAsUser {user} is not the image's non-root user {uid}")
+    if (get("seccompProfile") or {}).get("type") not in ("RuntimeDefault", "Localhost"):
+        problems.append(f"{where}: no RuntimeDefault seccompProfile")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        problems.append(f"{where}: allowPrivilegeEscalation is not false")
+    if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []) or (sc.get("capabilities") or {}).get("add"):
+        problems.append(f"{where}: capabilities do not drop ALL (or add some back)")
+    if sc.get("privileged"):
+        problems.append(f"{where}: privileged")
+    mounts = {m["mountPath"].rstrip("/") for m in container.get("volumeMounts") or []}
+    if sc.get("readOnlyRootFilesystem") and "/tmp" not in mounts:
+        problems.append(f"{where}: read-only root file system without a volume at /tmp (Ray writes /tmp/ray)")
+    return problems
+
+
+def security_context_problems(docs, dockerfile: str | None = None) -> list[str]:
+    """Every container of every pod (Ray head and workers, RayJob submitters, MLflow) runs as the
+    image's numeric non-root user with runAsNonRoot, a RuntimeDefault seccomp profile, no privilege
+    escalation, all capabilities dropped and not privileged; a read-only root file system comes
+    with a writable /tmp. The pods share no host namespace. The KubeRay-injected autoscaler gets no
+    privilege escalation and drops all capabilities. The Dockerfile makes that user and runs as it."""
+    dockerfile = (CLUSTER / "Dockerfile").read_text() if dockerfile is None else dockerfile
+    uid = dockerfile_uid(dockerfile)
+    problems = []
+    if uid is None or uid == 0:
+        problems.append("cluster/Dockerfile: the last USER is not a numeric non-root uid")
+    elif not re.search(rf"useradd\b[^\n]*--uid {uid}\b", dockerfile):
+        problems.append(f"cluster/Dockerfile: no useradd --uid {uid} for its USER")
+    for path, doc in docs:
+        for pod in pod_specs(doc):
+            for flag_ in ("hostNetwork", "hostPID", "hostIPC"):
+                if pod.get(flag_):
+                    problems.append(f"{_where(path, doc)}: {flag_}")
+            for c in pod.get("containers", []) + pod.get("initContainers", []):
+                problems += _container_security_problems(f"{_where(path, doc)}/{c['name']}", pod, c, uid)
+    for name, spec in ray_cluster_specs(docs):
+        if spec.get("enableInTreeAutoscaling"):
+            sc = (spec.get("autoscalerOptions") or {}).get("securityContext") or {}
+            drops = (sc.get("capabilities") or {}).get("drop") or []
+            if sc.get("allowPrivilegeEscalation") is not False or "ALL" not in drops:
+                problems.append(f"{name}/autoscaler: securityContext does not forbid privilege escalation and drop ALL")
+    return problems
+
+
+def _digest_problem(where: str, ref: str) -> str | None:
+    _, _, digest = split_image(ref)
+    if digest is None:
+        return f"{where}: {ref} is not pinned by digest (@sha256:...)"
+    if not digest.startswith("sha256:") or not SHA256_VALUE.match(digest[len("sha256:"):]):
+        return f"{where}: {ref}: the digest is neither 64 hex digits nor the placeholder sha256:{SHA256_PLACEHOLDER}"
+    return None
+
+
+def dockerfile_bases(dockerfile: str) -> list[str]:
+    """The images the Dockerfile's ``FROM`` lines start from, global ``ARG`` defaults substituted and
+    earlier stages (``FROM x AS name`` ... ``FROM name``) left out."""
+    args, stages, bases = {}, set(), []
+    for line in dockerfile.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "ARG" and not bases and not stages and "=" in words[1]:
+            key, value = words[1].split("=", 1)
+            args[key] = value
+        elif words[0] == "FROM":
+            ref = next(w for w in words[1:] if not w.startswith("--"))
+            ref = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), ref)
+            if ref not in stages:
+                bases.append(ref)
+            if len(words) >= 4 and words[-2].upper() == "AS":
+                stages.add(words[-1])
+    return bases
+
+
+def digest_pin_problems(docs, dockerfile: str | None = None) -> list[str]:
+    """Every image a pod runs (also the autoscaler's, when set) and every base image of the
+    Dockerfile is pinned by digest: ``@sha256:`` and 64 hex digits, or the documented placeholder."""
+    dockerfile = (CLUSTER / "Dockerfile").read_text() if dockerfile is None else dockerfile
+    problems = []
+    for path, doc in docs:
+        for c in containers(doc):
+            problems.append(_digest_problem(f"{_where(path, doc)}/{c['name']}", c["image"]))
+    for name, spec in ray_cluster_specs(docs):
+        image = (spec.get("autoscalerOptions") or {}).get("image")
+        if image:
+            problems.append(_digest_problem(f"{name}/autoscaler", image))
+    bases = dockerfile_bases(dockerfile)
+    if not bases:
+        problems.append("cluster/Dockerfile: no FROM")
+    problems += [_digest_problem("cluster/Dockerfile FROM", ref) for ref in bases]
+    return [p for p in problems if p]
+
+
+#: A pipe into a shell or an interpreter that reads its program from the pipe (``| sh``,
+#: ``| sudo bash``, ``| python3 -``), or a shell fed a download (``bash <(curl ...)``): what runs is
+#: whatever the server sent. ``| python -c CODE`` is data into a program written here, and passes.
+PIPE_TO_SHELL = re.compile(
+    r"\|\s*(?:sudo\s+(?:-\S+\s+)*)?(?:\S*/)?(?:(?:ba|da|z|k)?sh|python[\d.]*|perl|ruby)(?=[\s;)]|$)(?!\s+-c\b)"
+    r"|\b(?:ba)?sh\s+<\(\s*(?:curl|wget)\b|\b(?:ba)?sh\s+-c\s+[\"']?\$\((?:curl|wget)\b")
+#: A command segment that runs or unpacks a file.
+USES = re.compile(r"\b(?:tar|sh|bash|python[\d.]*|dpkg|install|unzip|chmod\s+\+x)\b")
+
+
+def downloads(segment: str) -> list[str]:
+    """File names that the ``curl``/``wget`` calls of a shell fragment save: ``curl -o FILE`` /
+    ``--output FILE``, ``wget -O FILE``, else the URL's last part (``curl -O``, plain ``wget``)."""
+    out = []
+    for tool, args in re.findall(r"\b(curl|wget)\b([^&|;]*)", segment):
+        urls = re.findall(r"(?:https?|ftp)://\S+", args)
+        option = r"\s(?:-\w*o|--output)[ =](\S+)" if tool == "curl" else r"\s(?:-\w*O|--output-document)[ =]?(\S+)"
+        named = re.search(option, args)
+        if named:
+            out.append(named.group(1).strip("'\"").rsplit("/", 1)[-1])
+        elif tool == "wget" or re.search(r"\s(?:-\w*O|--remote-name)\b", args):
+            out += [u.strip("'\"").rstrip("/").rsplit("/", 1)[-1] for u in urls]
+    return out
+
+
+def read_checksums(text: str) -> tuple[dict[str, str], list[str]]:
+    """``{file name: sha256}`` of a ``sha256sum`` file, and its malformed lines."""
+    sums, bad = {}, []
+    for line in text.splitlines():
+        match = re.match(r"^(\S+)  \*?(\S+)$", line)
+        if match and SHA256_VALUE.match(match.group(1)):
+            sums[match.group(2)] = match.group(1)
+        elif line.strip():
+            bad.append(line)
+    return sums, bad
+
+
+def installer_hash_problems(commands: list[tuple[str, str]], checksums: str | None = None) -> list[str]:
+    """Nothing downloaded runs unchecked: no download is piped into a shell; every file a command
+    downloads (``curl -o``, ``wget -O``) is listed in cluster/installers.sha256 (64 hex digits or the
+    placeholder), and a ``sha256sum --check`` of it comes between the download and the first
+    command that runs or unpacks it. ``commands``: ``(where, shell command)`` pairs, e.g.
+    launcher_commands() or dockerfile_runs()."""
+    checksums = INSTALLER_SUMS.read_text() if checksums is None else checksums
+    sums, bad = read_checksums(checksums)
+    problems = [f"cluster/installers.sha256: malformed line {line!r}" for line in bad]
+    for where, command in commands:
+        if PIPE_TO_SHELL.search(command):
+            problems.append(f"{where}: pipes a download into a shell")
+        segments = command.split("&&")
+        for i, segment in enumerate(segments):
+            for name in downloads(segment):
+                if name not in sums:
+                    problems.append(f"{where}: downloads {name}, which cluster/installers.sha256 does not list")
+                later = segments[i + 1:]
+                check = next((k for k, s in enumerate(later) if re.search(r"sha256sum\s+(?:--check|-c)\b", s)
+                              and (name in s or "installers.sha256" in s)), None)
+                use = next((k for k, s in enumerate(later) if name in s and USES.search(s)
+                            and not re.search(r"sha256sum", s)), None)
+                if check is None or (use is not None and use < check):
+                    problems.append(f"{where}: runs or unpacks {name} without checking its SHA-256 first")
+    return problems
+
+
+def dockerfile_runs(dockerfile: str) -> list[tuple[str, str]]:
+    """``("Dockerfile RUN n", command)`` for every RUN instruction, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", dockerfile)
+    return [(f"cluster/Dockerfile RUN {i}", line.split(None, 1)[1]) for i, line in
+            enumerate(ln for ln in text.splitlines() if ln.startswith("RUN "))]
+
+
+def installer_release_problems(cfg: dict) -> list[str]:
+    """The nodes get cluster/installers.sha256 with the release: build-release.sh copies it into
+    dist/igan-release, which file_mounts carry to ~/igan-release, where setup reads it."""
+    problems = []
+    script = (CLUSTER / "build-release.sh").read_text()
+    if not re.search(r"^cp\b[^\n]*cluster/installers\.sha256", script, flags=re.M):
+        problems.append("cluster/build-release.sh does not copy cluster/installers.sha256 into the release")
+    if (cfg.get("file_mounts") or {}).get("~/igan-release") != "dist/igan-release":
+        problems.append("file_mounts do not carry dist/igan-release to ~/igan-release")
+    if not any("~/igan-release/installers.sha256" in c for _, c in launcher_commands(cfg)):
+        problems.append("no setup command checks against ~/igan-release/installers.sha256")
+    return problems
+
+
+def _ingress_tls_problems(ingress: dict) -> list[str]:
+    name = f"Ingress {ingress['metadata']['name']}"
+    annotations = ingress["metadata"].get("annotations") or {}
+    spec = ingress["spec"]
+    problems = []
+    hosts = {r.get("host") for r in spec.get("rules", [])}
+    covered = {h for entry in spec.get("tls") or [] if entry.get("secretName") for h in entry.get("hosts", [])}
+    if None in hosts:
+        problems.append(f"{name}: a rule without a host (no certificate can match it)")
+    if hosts - {None} - covered:
+        problems.append(f"{name}: hosts without TLS: {sorted(hosts - {None} - covered)}")
+    if not any(k in annotations for k in ("cert-manager.io/cluster-issuer", "cert-manager.io/issuer")):
+        problems.append(f"{name}: no cert-manager issuer annotation: nothing issues or renews its certificate")
+    if any(k.endswith("/ssl-redirect") and str(v).lower() == "false" for k, v in annotations.items()):
+        problems.append(f"{name}: answers plain HTTP (ssl-redirect false)")
+    if not spec.get("ingressClassName"):
+        problems.append(f"{name}: no ingressClassName: any (public) controller may serve it")
+    return problems
+
+
+def mlflow_tls_problems(docs, launchers: dict[str, dict] | None = None) -> list[str]:
+    """MLflow is reached only over TLS through its Ingress: the Ingress has a certificate for every
+    host (from cert-manager), serves no plain HTTP and names its controller class; the server
+    accepts the Ingress's host name; its NetworkPolicy admits only the ingress controller (a named
+    other namespace), so Ray pods go through the Ingress too; every MLFLOW_TRACKING_URI and
+    --tracking-uri, in the manifests and in the launchers' ray start, is the Ingress's https URI."""
+    launchers = {str(p.relative_to(ROOT)): load_yaml(p) for p in LAUNCHERS} if launchers is None else launchers
+    problems = []
+    ingresses = mlflow_ingresses(docs)
+    uri = mlflow_uri(docs)
+    if uri is None:
+        problems.append(f"expected one Ingress with one host in front of the MLflow Service, found {len(ingresses)}")
+    for ingress in ingresses:
+        problems += _ingress_tls_problems(ingress)
+    deployment = next((d for _, d in docs if d.get("kind") == "Deployment" and d["metadata"]["name"] == "mlflow"), None)
+    if uri and deployment:
+        command = " ".join(a for c in containers(deployment) for a in c.get("command", []) + c.get("args", []))
+        allowed = re.search(r'--allowed-hosts "?([^"\s]+)', command)
+        if allowed and uri.removeprefix("https://") not in allowed.group(1).split(","):
+            problems.append(f"mlflow server: --allowed-hosts lacks {uri.removeprefix('https://')}, the Ingress's host")
+    for _, policy in docs:
+        if policy.get("kind") != "NetworkPolicy" or policy["spec"]["podSelector"].get("matchLabels", {}).get(
+                "app.kubernetes.io/name") != "mlflow":
+            continue
+        for rule in policy["spec"].get("ingress") or []:
+            for peer in rule.get("from") or [{}]:
+                named = (peer.get("namespaceSelector") or {}).get("matchLabels") or {}
+                ns = named.get("kubernetes.io/metadata.name")
+                pods = (peer.get("podSelector") or {}).get("matchLabels")
+                if not ns or ns == policy["metadata"].get("namespace") or not pods:
+                    problems.append(f"NetworkPolicy {policy['metadata']['name']}: admits {peer or 'every source'}, "
+                                    "not only the ingress controller (MLflow traffic would bypass TLS)")
+    seen = []
+    for path, doc in docs:
+        for c in containers(doc):
+            value = _env(c).get("MLFLOW_TRACKING_URI", {}).get("value")
+            if value is not None:
+                seen.append((f"{_where(path, doc)}/{c['name']}", value))
+        if doc.get("kind") == "RayJob" and flag(doc["spec"]["entrypoint"], "--tracking-uri"):
+            seen.append((f"{path.name}: --tracking-uri", flag(doc["spec"]["entrypoint"], "--tracking-uri")))
+    for name, cfg in launchers.items():
+        for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+            for command in (c for c in cfg.get(key) or [] if "ray start" in c):
+                if "MLFLOW_TRACKING_URI" in start_exports(command):
+                    seen.append((f"{name} {key}", start_exports(command)["MLFLOW_TRACKING_URI"]))
+    for where, value in seen:
+        if not value.startswith("https://"):
+            problems.append(f"{where}: MLflow at {value}, not over TLS")
+        elif uri and value.rstrip("/") != uri:
+            problems.append(f"{where}: MLflow at {value}, not through its Ingress {uri}")
     return problems

@@ -12,7 +12,9 @@ tests live in test_cluster_commands.py).
   the cluster can give, and keep searches on a volume every node shares; look-ups name the preset's
   models.
 * :func:`static_problems`: ``kubectl``, ``docker``, ``aws s3``, scripts and ``python -c`` commands
-  refer to files, resources, ports and images that exist in the repository's manifests.
+  refer to files, resources, ports and images that exist in the repository's manifests;
+  ``aws secretsmanager`` and ``gcloud secrets`` name secrets that the nodes or an ExternalSecret
+  read; ``sed`` edits files that exist.
 * :func:`fixture_argv` turns a cluster command into one that runs on this machine at fixture scale.
 
 Each ``*_problems`` function returns a list of messages; empty means the commands are fine.
@@ -27,9 +29,9 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cluster_checks import (CLUSTER, INCEPTION_ENV, LAUNCHERS, ROOT, env_value, gpu_count, k8s_docs, launcher_mounts,
-                            load_yaml, pod_specs, ray_cluster_specs, ray_pods, start_exports, weight_file_names,
-                            weights_reach)
+from cluster_checks import (CLUSTER, INCEPTION_ENV, LAUNCHERS, ROOT, SECRET_READS, dockerfile_bases, env_value,
+                            gpu_count, k8s_docs, launcher_mounts, load_yaml, pod_specs, ray_cluster_specs, ray_pods,
+                            split_image, start_exports, weight_file_names, weights_reach)
 
 README = CLUSTER / "README.md"
 #: README sections whose commands run on the GPU clusters, and the path each belongs to.
@@ -103,8 +105,8 @@ def readme_commands(text: str | None = None, source: str = "cluster/README.md") 
         if fence is None and line.startswith("#"):
             section = line.lstrip("#").strip()
             continue
-        if line.startswith("```"):
-            fence = line[3:].strip() if fence is None else None
+        if line.lstrip().startswith("```"):  # also a block indented under a list item
+            fence = line.lstrip()[3:].strip() if fence is None else None
             continue
         where = dict(section=section, path=GPU_SECTIONS.get(section))
         if fence is not None:
@@ -236,7 +238,8 @@ def _k8s_cpus(container: dict) -> float:
 
 def kuberay_cluster(spec: dict, fixed: bool) -> GpuCluster:
     """A RayCluster spec's GPUs (``replicas`` for a fixed cluster, ``maxReplicas`` for an
-    autoscaling one), its largest GPU pod, and the mount points every pod shares."""
+    autoscaling one), its largest GPU pod, and the mount points of the volumes every pod shares
+    (every pod mounts an emptyDir at /tmp too, but each its own)."""
     gpus, node_gpus, node_cpus = 0, 0, 0.0
     for group in spec.get("workerGroupSpecs", []):
         container = group["template"]["spec"]["containers"][0]
@@ -244,9 +247,18 @@ def kuberay_cluster(spec: dict, fixed: bool) -> GpuCluster:
         gpus += g * int(group.get("replicas" if fixed else "maxReplicas", 0) or 0)
         if g > node_gpus:
             node_gpus, node_cpus = g, _k8s_cpus(container)
-    mounts = [{m["mountPath"] for c in pod["containers"] for m in c.get("volumeMounts", [])}
-              for _, pod in ray_pods(spec)]
+    mounts = [{m["mountPath"] for c in pod["containers"] for m in c.get("volumeMounts", [])
+               if m["name"] in _shared_volumes(pod)} for _, pod in ray_pods(spec)]
     return GpuCluster(gpus, node_gpus, node_cpus, set.intersection(*mounts), autoscaling=not fixed)
+
+
+#: Volume sources whose data lives on the node or in the pod: never shared between pods.
+POD_LOCAL_VOLUMES = ("emptyDir", "hostPath", "configMap", "secret", "projected", "downwardAPI", "ephemeral")
+
+
+def _shared_volumes(pod: dict) -> set[str]:
+    """Names of a pod spec's volumes that other pods can mount too (claims, NFS, CSI, ...)."""
+    return {v["name"] for v in pod.get("volumes", []) if not any(k in v for k in POD_LOCAL_VOLUMES)}
 
 
 def launcher_cluster(cfg: dict) -> GpuCluster:
@@ -472,6 +484,11 @@ def _kubectl_problems(cmd: Command, docs, weights: set[str]) -> list[str]:
     elif verb == "get" and args[:1] == ["rayjob"]:
         if _resource(docs, "RayJob", args[1], namespace) is None:
             problems.append(f"no RayJob {args[1]} in {namespace}")
+    elif verb == "get" and args[:1] in (["secret"], ["secrets"]):
+        made = {d["spec"]["target"]["name"] for _, d in docs if d.get("kind") == "ExternalSecret"
+                and d["metadata"].get("namespace") == namespace}
+        if args[1:2] and args[1] not in made:
+            problems.append(f"no ExternalSecret makes the Secret {args[1]} in {namespace}")
     elif verb in ("get", "wait") and args[:1] in (["pod"], ["pods"]):
         wanted = dict(item.split("=", 1) for item in options.get("-l", "").split(",") if "=" in item)
         if "ray.io/cluster" in wanted and _resource(docs, "RayCluster", wanted["ray.io/cluster"], namespace) is None:
@@ -499,13 +516,60 @@ def _kubectl_problems(cmd: Command, docs, weights: set[str]) -> list[str]:
     return problems
 
 
+def _untagged_digest(image: str) -> str:
+    """``name:tag`` of an image reference, without its ``@digest``."""
+    name, tag, _ = split_image(image)
+    return f"{name}:{tag}" if tag else name
+
+
+def store_secrets(docs, launchers: dict[str, dict]) -> dict[str, set[str]]:
+    """Secret-manager names by provider (``aws``, ``gcp``) that a launcher's nodes read; an
+    ExternalSecret's remote keys count for both (the ClusterSecretStore may be either)."""
+    names: dict[str, set[str]] = {"aws": set(), "gcp": set()}
+    for cfg in launchers.values():
+        provider = cfg.get("provider", {}).get("type")
+        if provider in SECRET_READS:
+            for command in cfg.get("setup_commands") or []:
+                names[provider] |= set(SECRET_READS[provider].findall(command))
+    remote = {item["remoteRef"]["key"] for _, d in docs if d.get("kind") == "ExternalSecret"
+              for item in d["spec"].get("data", [])}
+    return {provider: found | remote for provider, found in names.items()}
+
+
+def _secret_store_problems(words: list[str], secrets: dict[str, set[str]]) -> list[str]:
+    """``aws secretsmanager create-secret --name N`` / ``get-secret-value --secret-id N`` and
+    ``gcloud secrets create N`` / ``versions access V --secret=N``: N is a secret the nodes or an
+    ExternalSecret read."""
+    text = " ".join(words)
+    provider = "aws" if words[0] == "aws" else "gcp"
+    match = (re.search(r"--(?:name|secret-id)[ =](\S+)", text) if provider == "aws"
+             else re.search(r"--secret[ =](\S+)", text) or re.search(r"^gcloud secrets create (\S+)", text))
+    if not match:
+        return ["names no secret"]
+    if match.group(1) not in secrets[provider]:
+        return [f"secret {match.group(1)}: neither the {provider} launcher's nodes nor an ExternalSecret read it "
+                f"({sorted(secrets[provider])})"]
+    return []
+
+
+def _sed_problems(words: list[str]) -> list[str]:
+    """``sed [-i] SCRIPT FILE...``: every FILE (glob) matches a file of the repository."""
+    operands = [w for w in words[1:] if not w.startswith("-")][1:]
+    if not operands:
+        return ["sed without a file"]
+    return [f"no file {w}" for w in operands if not list(ROOT.glob(w))]
+
+
 def static_problems(commands: list[Command], docs=None, launchers: dict[str, dict] | None = None) -> list[str]:
     """The non-igan commands refer to what the repository holds: Dockerfile and build context,
-    the one image tag of the manifests, manifests and their resources, launcher configs, scripts,
-    Python snippets; copies of the Inception weights land where the pods and nodes read them."""
+    the one image tag of the manifests (pinned by digest after the push), manifests and their
+    resources, launcher configs, scripts, Python snippets, secrets the nodes read, files to edit;
+    copies of the Inception weights land where the pods and nodes read them."""
     docs = k8s_docs() if docs is None else docs
     launchers = launcher_configs() if launchers is None else launchers
-    images = {c["image"] for _, doc in docs for spec in pod_specs(doc) for c in spec["containers"]}
+    images = {_untagged_digest(c["image"]) for _, doc in docs for spec in pod_specs(doc) for c in spec["containers"]}
+    bases = {_untagged_digest(b) for b in dockerfile_bases((CLUSTER / "Dockerfile").read_text())}
+    secrets = store_secrets(docs, launchers)
     pod_weights = {v for _, doc in docs for spec in pod_specs(doc) for c in spec["containers"]
                    if (v := env_value(c, INCEPTION_ENV))}
     node_weights = {}
@@ -538,6 +602,15 @@ def static_problems(commands: list[Command], docs=None, launchers: dict[str, dic
         elif program == "docker" and words[1] == "push":
             if words[2] not in built:
                 found.append(f"pushes {words[2]}, which no docker build above makes")
+        elif program == "docker" and words[1:4] == ["buildx", "imagetools", "inspect"]:
+            target = next((w for w in words[4:] if not w.startswith("-") and "{{" not in w), None)
+            if target not in built | bases:
+                found.append(f"inspects {target}: neither an image built above nor the Dockerfile's base "
+                             f"{sorted(bases)}")
+        elif words[:2] in (["aws", "secretsmanager"], ["gcloud", "secrets"]):
+            found += _secret_store_problems(words, secrets)
+        elif program == "sed":
+            found += _sed_problems(words)
         elif program == "ray":
             if words[1] in ("up", "down", "dashboard", "exec", "attach"):
                 configs = [w for w in words[2:] if w.endswith(".yaml")]

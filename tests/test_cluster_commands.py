@@ -196,7 +196,19 @@ def test_static_check_catches_wrong_names_files_ports_and_copies(readme):
             ("s3://igan-data/inception/   #", "s3://igan-data/weights/   #", "the AWS nodes read"),
             ("ray up -y cluster/aws.yaml", "ray up -y cluster/azure.yaml", "not a launcher config"),
             ("kubectl -n igan rollout", "kubeclt -n igan rollout", "does not know"),
-            ("python benchmarks/gpu_check.py", "python benchmarks/gpu_chek.py", "no script")):
+            ("python benchmarks/gpu_check.py", "python benchmarks/gpu_chek.py", "no script"),
+            # the lock-down: secrets the nodes read, the token Secret, the image digest and the files it goes into
+            ("--secret-id igan/ray-token", "--secret-id igan/ray-tokn", "neither the aws launcher's nodes"),
+            ("--name igan/ray-token", "--name igan/raytoken", "neither the aws launcher's nodes"),
+            ("gcloud secrets create igan-ray-token", "gcloud secrets create igan-ray-tokn",
+             "neither the gcp launcher's"),
+            ("get secret igan-ray-token", "get secret ray-token", "no ExternalSecret makes the Secret ray-token"),
+            ("imagetools inspect registry.example.com/igan/igan:0.1.0",
+             "imagetools inspect registry.example.com/igan/x:0.1.0", "neither an image built above"),
+            ("imagetools inspect python:3.11-slim-bookworm", "imagetools inspect python:3.12-slim",
+             "nor the Dockerfile's base"),
+            ('/@$DIGEST/" cluster/kuberay/*.yaml', '/@$DIGEST/" cluster/kuberay/*.yml',
+             "no file cluster/kuberay/*.yml")):
         problems = static_problems(readme_commands(_replace(readme, old_text, new_text)))
         assert any(expected in p for p in problems), (new_text, expected, problems)
 
