@@ -6,7 +6,7 @@ import copy
 import re
 
 import pytest
-from cluster_checks import (CLUSTER, CREDENTIAL_IN_URL, INCEPTION_ENV, LAUNCHERS, WHEEL, containers,
+from helpers.cluster_checks import (CLUSTER, CREDENTIAL_IN_URL, INCEPTION_ENV, LAUNCHERS, WHEEL, containers,
                             dockerfile_context_problems, image_problems, inception_env_problems, k8s_docs,
                             kuberay_problems, launcher_env_problems, launcher_pin_problems,
                             launcher_schema_problems, launcher_shell_problems, launcher_topology_problems,
