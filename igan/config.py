@@ -139,7 +139,7 @@ MLP_DISCRIMINATORS = ("mnist_mlp", "toy_mlp")
 
 #: How many feature layers each model's discriminator offers to ``techniques.fm_layer``, from
 #: ``model.d_widths``: known here so a bad index fails before a Ray job starts, not in each worker
-#: (tests/test_models.py checks the table against the built discriminators).
+#: (tests/unit/igan/test_models.py checks the table against the built discriminators).
 FEATURE_LAYERS = {"mnist_mlp": len, "toy_mlp": len, "imagenet_dcgan": len,
                   "cifar_conv": lambda widths: 3}  # the two stage means and the global pool
 

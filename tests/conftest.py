@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,12 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers import free_port
 
 
 def _healthy(url: str) -> bool:
@@ -35,7 +29,7 @@ def running_mlflow_server(root: Path) -> Iterator[str]:
     """Start ``mlflow server`` (this venv's MLflow) on a free port of 127.0.0.1 with a sqlite backend
     and a local ``--artifacts-destination`` in ``root``; wait for ``/health``; yield its URI
     (``http://127.0.0.1:PORT``); stop its whole process group on leaving."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [sys.executable, "-m", "mlflow", "server",
            "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 import pytest
-from cli_run import run_cli
+from helpers.cli_run import run_cli
 import torch
 from torch import nn
 

@@ -7,12 +7,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO  # noqa: E402
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 TINY_CIFAR = ["model.d_widths=[8,8]", "model.g_widths=[16,8,8]", "techniques.wn_init_examples=8"]
 

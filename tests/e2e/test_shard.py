@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from faults import CrashWhileSharding
-from fixtures_formats import COLORS, WORDS, WNIDS, make_cifar10, make_imagenet, make_mnist, make_svhn
+from helpers.faults import CrashWhileSharding
+from helpers.fixtures_formats import COLORS, WORDS, WNIDS, make_cifar10, make_imagenet, make_mnist, make_svhn
 from igan.data.manifest import FIELDS, read_manifest
 from igan.data.shards import iter_tar, read_split
 from pipelines import cli

@@ -8,13 +8,13 @@ import torch
 
 from igan.checkpoint import read_state
 from igan.config import apply_overrides
-from igan.data.memory import ArraySplit, load_embedded
+from igan.data.memory import load_embedded
 from igan.checkpoint import save_checkpoint
 from igan.loop import fit
 from igan.losses import r1_penalty
 from igan.presets import get_preset
 from igan.trainer import NonFiniteLossError, Trainer, lr_factor
-from tests.test_models import tiny
+from helpers import tiny
 
 
 def _batch(cfg, n=6):

@@ -1,5 +1,5 @@
 """The commands of cluster/README.md and of the RayJob entrypoints, and static checks of them (the
-tests live in test_cluster_commands.py).
+tests live in tests/e2e/test_cluster_commands.py).
 
 * :func:`readme_commands` and :func:`rayjob_commands` extract every simple command: from the
   README's ``bash`` code blocks (continuation lines joined, comments, redirections and ``&``/``;``
@@ -29,7 +29,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cluster_checks import (CLUSTER, INCEPTION_ENV, LAUNCHERS, ROOT, SECRET_READS, dockerfile_bases, env_value,
+from helpers.cluster_checks import (CLUSTER, INCEPTION_ENV, LAUNCHERS, ROOT, SECRET_READS, dockerfile_bases, env_value,
                             gpu_count, k8s_docs, launcher_mounts, load_yaml, pod_specs, ray_cluster_specs, ray_pods,
                             split_image, start_exports, weight_file_names, weights_reach)
 
@@ -663,7 +663,7 @@ class Fixture:
     sets: list[str]
     work: Path
     #: flag -> value for the flags that size a job to a GPU cluster. One trial per search: what is
-    #: checked here is the commands; searching is test_tune.py's subject.
+    #: checked here is the commands; searching is tests/e2e/test_tune.py's subject.
     scale: dict = field(default_factory=lambda: {
         "--workers": "1", "--gpus-per-worker": "0", "--gpus-per-trial": "0", "--workers-per-trial": "1",
         "--cpus-per-trial": "1", "--max-concurrent": "1", "--num-samples": "1", "--samples-per-shard": "4"})

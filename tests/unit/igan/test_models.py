@@ -1,6 +1,7 @@
 """Every model family builds from its preset and has the paper's shapes (tiny widths on CPU)."""
 import pytest
 import torch
+from helpers import TINY_MODELS, tiny
 
 from igan.config import FEATURE_LAYERS, ConfigError, apply_overrides
 from igan.layers import MinibatchDiscrimination
@@ -8,20 +9,7 @@ from igan.models import Discriminator, build_models
 from igan.models.common import minibatch_head
 from igan.presets import get_preset
 
-TINY = {
-    "digits": ["model.d_widths=[16,8]", "model.g_widths=[16]"],
-    "mnist": ["model.d_widths=[16,8]", "model.g_widths=[16]"],
-    "cifar10": ["model.d_widths=[8,8]", "model.g_widths=[16,8,8]"],
-    "svhn": ["model.d_widths=[8,8]", "model.g_widths=[16,8,8]", "techniques.minibatch_discrimination=true",
-             "techniques.mbd_kernels=4", "techniques.mbd_dim=3"],
-    "imagenet128": ["model.d_widths=[4,4,4,4,8]", "model.g_widths=[8,4,4,4,4]", "techniques.mbd_kernels=5",
-                    "techniques.mbd_dim=3", "techniques.vbn_reference_size=3"],
-    "ring8": [], "grid25": [],
-}
-
-
-def tiny(preset):
-    return apply_overrides(get_preset(preset), TINY[preset])
+TINY = TINY_MODELS
 
 
 @pytest.mark.parametrize("preset", list(TINY))

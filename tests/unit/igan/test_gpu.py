@@ -4,7 +4,7 @@ import torch
 
 from igan.config import apply_overrides
 from igan.trainer import Trainer
-from tests.test_models import tiny
+from helpers import tiny
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

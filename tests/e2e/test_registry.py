@@ -6,7 +6,7 @@ import json
 import math
 
 import pytest
-from cli_run import run_cli
+from helpers.cli_run import run_cli
 import torch
 from PIL import Image
 
@@ -156,9 +156,9 @@ def test_bad_input_exits_2_with_one_line(registered, mlflow_server, capsys, monk
 
 
 def test_unreachable_server_and_missing_store(capsys, monkeypatch, tmp_path):
-    from tests.conftest import _free_port
+    from helpers import free_port
 
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     code, _, err = igan(capsys, monkeypatch, "models", "--tracking-uri", dead)
     assert code == 2 and "cannot reach the MLflow server" in err
     missing = f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}"

@@ -12,7 +12,7 @@ import math
 import time
 
 import pytest
-from faults import StopSearchAfter
+from helpers.faults import StopSearchAfter
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("igan_home")]
 

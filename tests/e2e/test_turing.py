@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -29,7 +28,7 @@ from pipelines import cli, registry
 from pipelines.tracking import RunTracker, make_client
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO  # noqa: E402
 ARTIFACTS = REPO / "tests" / "artifacts"
 
 

@@ -12,8 +12,8 @@ import json
 import os
 
 import pytest
-from cli_run import run_cli
-from fixtures_formats import make_cifar10, make_imagenet, make_mnist, make_svhn
+from helpers.cli_run import run_cli
+from helpers.fixtures_formats import make_cifar10, make_imagenet, make_mnist, make_svhn
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("igan_home")]
 

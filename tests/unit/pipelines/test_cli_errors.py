@@ -15,12 +15,12 @@ import traceback
 from pathlib import Path
 
 import pytest
-from auth_proxy import PASSWORD, READER, USER, AuthProxy
+from helpers.auth_proxy import PASSWORD, READER, USER, AuthProxy
 
 from pipelines import cli
 
 pytestmark = pytest.mark.usefixtures("igan_home")
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO  # noqa: E402
 WRONG_PASSWORD = "wr0ng-pw-9931"
 
 

@@ -32,13 +32,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from train_jobs import checkpoint_registered, job_checkpoints
+from helpers import REPO
+from helpers.train_jobs import MULTINODE_TINY as TINY
+from helpers.train_jobs import checkpoint_registered, job_checkpoints, multinode_train_args
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-TINY = ["model.d_widths=[32,16]", "model.g_widths=[32]", "train.epochs=4", "train.steps_per_epoch=5",
-        "eval.every=2", "eval.scorer=none", "train.checkpoint_every=1"]
 STEPS = 4 * 5
 START_TIMEOUT = 180  # a node on a busy 2-core machine can take a minute
 JOB_TIMEOUT = 480
@@ -203,13 +202,6 @@ def digits(cluster):
     return str(root)
 
 
-def _train_args(digits: str, storage: Path, name: str, tracking: str) -> list[str]:
-    args = ["igan", "train", "--workers", "2", "--cpus-per-worker", "1", "--threads", "1", "--data", digits,
-            "--storage", str(storage), "--name", name, "--tracking-uri", tracking, "--experiment", "multinode",
-            "--no-register", "--json"]
-    return args + [a for kv in TINY for a in ("--set", kv)]
-
-
 def _last_json(text: str) -> dict:
     for line in reversed(text.splitlines()):
         if line.startswith("{"):
@@ -239,7 +231,7 @@ def test_ray_job_submit(cluster, digits, mlflow_server):
     sid = f"igan-mn-{secrets.token_hex(3)}"
     storage = cluster.base / "storage"
     cmd = [str(BIN / "ray"), "job", "submit", "--address", cluster.dashboard, "--submission-id", sid, "--",
-           *_train_args(digits, storage, "submitted", mlflow_server)]
+           *multinode_train_args(digits, storage, "submitted", mlflow_server)]
     res = subprocess.run(cmd, env=cluster.env, capture_output=True, text=True, timeout=JOB_TIMEOUT)
     out = res.stdout + res.stderr
     assert res.returncode == 0, f"ray job submit exited with {res.returncode}:\n{out[-4000:]}"
@@ -261,9 +253,9 @@ def test_node_killed_mid_run_resumes_from_checkpoint(cluster, digits, mlflow_ser
     job = storage / name
     gate = cluster.base / f"gate-{secrets.token_hex(3)}"
     out_path, err_path = cluster.base / f"{name}.out", cluster.base / f"{name}.err"
-    args = _train_args(digits, storage, name, mlflow_server) + ["--address", cluster.address]
+    args = multinode_train_args(digits, storage, name, mlflow_server) + ["--address", cluster.address]
     # every rank waits at the start of epoch 2 until the gate file exists
-    held = [sys.executable, str(Path(__file__).with_name("igan_with_hold.py")), "2", str(gate), *args[1:]]
+    held = [sys.executable, str(REPO / "tests" / "helpers" / "igan_with_hold.py"), "2", str(gate), *args[1:]]
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         driver = subprocess.Popen(held, cwd=cluster.base, env=cluster.env, stdout=out, stderr=err,
                                   start_new_session=True)

@@ -6,7 +6,7 @@ import copy
 import re
 
 import pytest
-from cluster_checks import (CLUSTER, CREDENTIAL_IN_URL, INCEPTION_ENV, INSTALLER_SUMS, LAUNCHERS, WHEEL, containers,
+from helpers.cluster_checks import (CLUSTER, CREDENTIAL_IN_URL, INCEPTION_ENV, INSTALLER_SUMS, LAUNCHERS, WHEEL, containers,
                             digest_pin_problems, dockerfile_context_problems, dockerfile_runs, image_problems,
                             inception_env_problems, installer_hash_problems, installer_release_problems, k8s_docs,
                             kuberay_problems, launcher_auth_problems, launcher_commands, launcher_dashboard_problems,

@@ -11,7 +11,7 @@
   with Inception weights where the pods' IGAN_INCEPTION_WEIGHTS points; and the same commands
   with the preset and data set replaced by ``digits``.
 
-The multi-node section's commands are run by tests/test_multinode.py; this module checks that
+The multi-node section's commands are run by tests/e2e/test_multinode.py; this module checks that
 its command line covers theirs.
 """
 from __future__ import annotations
@@ -25,11 +25,11 @@ import re
 import shlex
 
 import pytest
-from cluster_checks import INCEPTION_ENV, env_value, inception_weight_file, k8s_docs, ray_cluster_specs, ray_pods
-from cluster_commands import (README, Command, Fixture, all_commands, fixture_argv, igan_argv, parse_igan,
+from helpers.cluster_checks import INCEPTION_ENV, env_value, inception_weight_file, k8s_docs, ray_cluster_specs, ray_pods
+from helpers.cluster_commands import (README, Command, Fixture, all_commands, fixture_argv, igan_argv, parse_igan,
                               parse_problems, placement_problems, rayjob_commands, readme_commands, split_simple,
                               static_problems)
-from fixtures_formats import make_imagenet
+from helpers.fixtures_formats import make_imagenet
 
 STAGES = ("shard", "train", "tune", "models", "sample")
 #: Flags whose values differ between the paths for where things live or how long GPU nodes take.
@@ -101,16 +101,16 @@ def test_the_tune_rayjob_has_data_gpus_and_workers_per_trial():
 
 
 def test_multinode_section_is_what_test_multinode_runs(commands):
-    """The README's one-machine cluster commands are run by tests/test_multinode.py: its igan train
+    """The README's one-machine cluster commands are run by tests/e2e/test_multinode.py: its igan train
     command line uses every flag of theirs (plus --address in its node-loss test)."""
-    from test_multinode import _train_args
+    from helpers.train_jobs import multinode_train_args
 
-    theirs = set(_train_args("/d", "/s", "n", "http://t")) | {"--address"}
+    theirs = set(multinode_train_args("/d", "/s", "n", "http://t")) | {"--address"}
     trains = [c for c in commands if c.section == "Multi-node on one machine" and (igan_argv(c) or [""])[0] == "train"]
     assert len(trains) == 2
     for cmd in trains:
         flags = {w for w in igan_argv(cmd) if w.startswith("--")}
-        assert flags <= theirs, f"{cmd}: {flags - theirs} not exercised by tests/test_multinode.py"
+        assert flags <= theirs, f"{cmd}: {flags - theirs} not exercised by tests/e2e/test_multinode.py"
 
 
 # ---------------------------------------------------------------------------------------------

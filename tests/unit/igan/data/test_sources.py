@@ -1,4 +1,5 @@
-"""Raw-format readers (igan.data.sources) on tiny fixtures in the real formats."""
+"""Raw-format readers (igan.data.sources) on tiny fixtures in the real formats; a crafted CIFAR-10
+batch does not run its payload (the NumPy-only unpickler)."""
 import gzip
 import os
 import pickle
@@ -6,7 +7,8 @@ import pickle
 import numpy as np
 import pytest
 
-from fixtures_formats import WNIDS, WORDS, make_cifar10, make_imagenet, make_mnist, make_svhn
+from helpers.fixtures_formats import WNIDS, WORDS, make_cifar10, make_imagenet, make_mnist, make_svhn
+from helpers.payloads import Payload, one_line
 from igan.data.sources import SOURCE_NAMES, SourceError, get_source
 
 
@@ -131,3 +133,22 @@ def test_bad_sources(tmp_path):
         get_source("mnist", str(tmp_path / "x")).entries("train")
     with pytest.raises(SourceError, match="no split 'validation'"):
         get_source("mnist", str(tmp_path / "m")).check_split("validation")
+
+
+def test_crafted_cifar_batch_does_not_run_its_payload(tmp_path, capsys):
+    from pipelines import cli
+
+    exp = make_cifar10(str(tmp_path / "src"))
+    marker = tmp_path / "payload-ran"
+    batch = os.path.join(exp["path"], "data_batch_1")
+    with open(batch, "rb") as f:
+        d = pickle.load(f, encoding="bytes")
+    d[b"labels"] = Payload(marker)
+    with open(batch, "wb") as f:
+        pickle.dump(d, f, protocol=2)
+    # The batches are read to plan the shards, before Ray starts: the error comes first.
+    code = cli.main(["shard", "cifar10", "--src", exp["path"], "--out", str(tmp_path / "out"), "--split", "train"])
+    err = capsys.readouterr().err
+    assert not marker.exists(), "the CIFAR batch's payload ran"
+    assert code == 2 and one_line(err), err
+    assert "data_batch_1" in err and "exec" in err, err

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from faults import FailOnce, PoisonEpoch
-from train_jobs import checkpoint_registered, job_checkpoints
+from helpers.faults import FailOnce, PoisonEpoch
+from helpers.train_jobs import checkpoint_registered, job_checkpoints
 
 from igan.config import apply_overrides
 from igan.presets import get_preset
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("igan_home")]
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO  # noqa: E402
 TINY = ["train.epochs=2", "eval.every=1", "train.checkpoint_every=1", "eval.num_samples=200",
         "eval.grid_size=4"]
 

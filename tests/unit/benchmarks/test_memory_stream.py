@@ -8,8 +8,9 @@ import queue
 
 import pytest
 import torch
+from helpers import REPO
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(REPO)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Static checks of the deployment files in cluster/ (the tests live in test_cluster_configs.py).
+"""Static checks of the deployment files in cluster/ (the tests live in tests/unit/cluster/test_cluster_configs.py).
 
 * Ray cluster-launcher YAMLs (cluster/aws.yaml, cluster/gcp.yaml) validate against the JSON
   schema shipped inside the installed ``ray`` package and pass Ray's own config preparation;
@@ -35,7 +35,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLUSTER = ROOT / "cluster"
 LAUNCHERS = [CLUSTER / "aws.yaml", CLUSTER / "gcp.yaml"]
 K8S_FILES = sorted(p for p in CLUSTER.rglob("*.yaml") if p not in LAUNCHERS)

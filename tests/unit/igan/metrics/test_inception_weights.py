@@ -19,7 +19,7 @@ import torch
 from igan.config import apply_overrides
 from igan.presets import get_preset
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+from helpers import REPO  # noqa: E402
 FILE = "inception_v3_google-0cc3c7bd.pth"
 
 

@@ -1,0 +1,40 @@
+"""Helpers shared by the tests (imported as ``helpers`` and ``helpers.<module>``; tests/ is on the
+path through tests/conftest.py): the repository root, a free local port and tiny model configs.
+The modules beside this one hold the larger helpers: fault hooks (``faults``), format-faithful data
+fixtures (``fixtures_formats``), the cluster-file checks (``cluster_checks``, ``cluster_commands``),
+the credential-checking proxy (``auth_proxy``), the CLI runner (``cli_run``) and job folders
+(``train_jobs``)."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from igan.config import Config, apply_overrides
+from igan.presets import get_preset
+
+#: The repository root.
+REPO = Path(__file__).resolve().parents[2]
+
+#: Overrides that shrink each preset's models to a few channels (shapes kept), for CPU tests.
+TINY_MODELS = {
+    "digits": ["model.d_widths=[16,8]", "model.g_widths=[16]"],
+    "mnist": ["model.d_widths=[16,8]", "model.g_widths=[16]"],
+    "cifar10": ["model.d_widths=[8,8]", "model.g_widths=[16,8,8]"],
+    "svhn": ["model.d_widths=[8,8]", "model.g_widths=[16,8,8]", "techniques.minibatch_discrimination=true",
+             "techniques.mbd_kernels=4", "techniques.mbd_dim=3"],
+    "imagenet128": ["model.d_widths=[4,4,4,4,8]", "model.g_widths=[8,4,4,4,4]", "techniques.mbd_kernels=5",
+                    "techniques.mbd_dim=3", "techniques.vbn_reference_size=3"],
+    "ring8": [], "grid25": [],
+}
+
+
+def tiny(preset: str) -> Config:
+    """Preset ``preset`` with its models shrunk by :data:`TINY_MODELS`."""
+    return apply_overrides(get_preset(preset), TINY_MODELS[preset])
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
