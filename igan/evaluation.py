@@ -68,9 +68,17 @@ def require_scorer(cfg: Config) -> str | None:
     return str(check_weights())
 
 
-def score_samples(samples: torch.Tensor, cfg: Config, scorer=None) -> dict[str, float]:
+def scorer_input(images: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """``images`` (model range) as the scorer of ``cfg`` takes them: uint8 pixels for Inception,
+    model range for a domain classifier."""
+    return images if scorer_kind(cfg) == "domain" else to_uint8(images, cfg.data.pixel_range)
+
+
+def score_samples(samples: torch.Tensor, cfg: Config, scorer=None, reference=None) -> dict[str, float]:
     """Sample-quality metrics of generated ``samples`` (model range): ``inception_score`` and
-    ``inception_score_std`` with a scorer; ``modes_captured`` and ``high_quality_fraction`` on toy sets."""
+    ``inception_score_std`` with a scorer, plus ``fid`` against ``reference`` (the real set's
+    feature statistics, :func:`igan.metrics.fid_reference.reference_statistics`) when given;
+    ``modes_captured`` and ``high_quality_fraction`` on toy sets."""
     out: dict[str, float] = {}
     if cfg.data.dataset in TOY_SETS:
         from igan.data.toy import TOY_STD, toy_centers
@@ -78,11 +86,21 @@ def score_samples(samples: torch.Tensor, cfg: Config, scorer=None) -> dict[str, 
         modes, hq = mode_coverage(samples.numpy(), toy_centers(cfg.data.dataset), TOY_STD[cfg.data.dataset])
         out.update(modes_captured=float(modes), high_quality_fraction=float(hq))
     if scorer is not None:
-        images = samples if scorer_kind(cfg) == "domain" else to_uint8(samples, cfg.data.pixel_range)
-        probs = torch.as_tensor(scorer.probabilities(images))
+        images = scorer_input(samples, cfg)
+        feats = None
+        if reference is not None and hasattr(scorer, "probabilities_and_features"):
+            probs, feats = scorer.probabilities_and_features(images)  # one pass through the network
+        else:
+            probs = scorer.probabilities(images)
+            feats = scorer.features(images) if reference is not None else None
+        probs = torch.as_tensor(probs)
         splits = min(cfg.eval.splits, len(probs))
         mean, std = inception_score(probs, splits=splits)
         out.update(inception_score=float(mean), inception_score_std=float(std))
+        if feats is not None and len(feats) >= 2:
+            from igan.metrics.fid_reference import fid_to_reference
+
+            out["fid"] = fid_to_reference(feats, reference)
     return out
 
 

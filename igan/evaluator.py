@@ -17,7 +17,7 @@ from igan.data.feed import EVAL_BATCH, domain_training_data, load_test_role
 from igan.data.manifest import ShardDataError
 from igan.distributed import data_error_reason, gather_to_rank0, raise_agreed, sum_over_ranks
 from igan.evaluation import (SAMPLE_SEED_OFFSET, TOY_SETS, make_scorer, role_metrics, sample_grid, score_samples,
-                             scorer_kind)
+                             scorer_input, scorer_kind)
 from igan.trainer import Trainer
 
 
@@ -30,6 +30,8 @@ class Evaluator:
         self.cfg, self.rank, self.world, self.root = cfg, rank, world, data_root
         self.data = {"val": validation.part(rank, world) if validation is not None and len(validation) else None,
                      "test": None}
+        self.validation = validation if rank == 0 and validation is not None and len(validation) >= 2 else None
+        self.reference = None  # the validation set's feature statistics (FID), computed on first use
         self.wants_samples = cfg.data.dataset in TOY_SETS or scorer_kind(cfg) != "none"
         self.scorer = None
         if rank == 0 and scorer_kind(cfg) != "none":
@@ -71,6 +73,20 @@ class Evaluator:
                                 seed=self.cfg.train.seed + SAMPLE_SEED_OFFSET[role] + 7919 * self.rank)
         return gather_to_rank0(mine, self.world, self.rank)
 
+    def fid_reference(self):
+        """The validation hold-out's feature statistics through the scorer (rank 0; None without a
+        scorer with features, or without a hold-out), cached on this node by the data's identity."""
+        if self.reference is None and self.validation is not None and hasattr(self.scorer, "features"):
+            from igan.metrics.fid_reference import reference_key, reference_statistics
+
+            key = reference_key(root=self.root, train_manifest=_manifest_digest(self.root),
+                                val=sorted(self.validation.keys), scorer=scorer_kind(self.cfg),
+                                network=type(self.scorer).__name__, size=self.cfg.data.image_size,
+                                pixel_range=self.cfg.data.pixel_range)
+            batches = (scorer_input(x, self.cfg) for x, _ in self.validation.batches(EVAL_BATCH))
+            self.reference = reference_statistics(self.scorer.features, batches, key)
+        return self.reference
+
     def evaluate(self, trainer: Trainer, role: str = "val") -> tuple[dict[str, float], Any]:
         """``(metrics named <role>_*, grid)``: metrics on every rank (scores only on rank 0); the
         sample grid (``uint8 [H, W, 3]``) on rank 0 for ``val``, None otherwise."""
@@ -81,7 +97,8 @@ class Evaluator:
         grid = None
         if self.rank == 0:
             if samples is not None:
-                out.update(score_samples(samples, self.cfg, self.scorer))
+                reference = self.fid_reference() if role == "val" else None
+                out.update(score_samples(samples, self.cfg, self.scorer, reference))
             if role == "val" and samples is not None and samples.dim() == 2:  # toy points: all of them
                 grid = sample_grid(samples, self.cfg)
             elif role == "val":
@@ -103,3 +120,18 @@ class Evaluator:
         if last:
             metrics.update(self.evaluate(trainer, "test")[0])
         return metrics, grid
+
+
+def _manifest_digest(root: str | None) -> str | None:
+    """SHA-256 of the train split's manifest under the shard root (None in memory): it names every
+    shard's hash, so it identifies the data the hold-out came from."""
+    if root is None:
+        return None
+    import hashlib
+
+    from igan.data.storage import Folder
+
+    try:
+        return hashlib.sha256(Folder(root).sub("train").read_bytes("manifest.json")).hexdigest()
+    except (OSError, FileNotFoundError):
+        return None

@@ -5,7 +5,8 @@ The loop trains epoch after epoch and calls what its caller passes in: ``evaluat
 an epoch), ``on_epoch_end`` (report, log, checkpoint; returning True stops the loop) and ``hooks``,
 objects whose optional ``on_epoch_start(rank, epoch)`` and ``on_batches(rank, epoch, batches)``
 methods run at the start of each epoch: the seam through which tests inject faults (a crash, a
-wait, a poisoned batch) without switches in production code.
+wait, a poisoned batch) without switches in production code. ``on_step`` receives this rank's
+losses and throughput every ``train.log_every`` steps (:class:`StepStats`).
 
 With several ranks (``world`` > 1) every step ends with one collective that settles the ranks'
 stops together (:mod:`igan.distributed`), so a non-finite loss or a data error on one rank stops
@@ -48,20 +49,71 @@ class LoopResult:
     reason: str = ""
 
 
+@dataclass
+class StepStats:
+    """This rank's last ``train.log_every`` steps: ``step`` (steps done, global), ``epoch`` (0-based,
+    in progress), ``batch`` (steps done in it) of ``batches``; ``losses`` averaged over the window;
+    ``images_per_s`` (real images of the unlabeled batch per second of wall time), ``step_time_s``
+    (seconds per step, waiting for data included) and ``data_wait_fraction`` (the share of that time
+    spent waiting for the next batch)."""
+    step: int
+    epoch: int
+    batch: int
+    batches: int
+    losses: dict[str, float]
+    images_per_s: float
+    step_time_s: float
+    data_wait_fraction: float
+
+
+class StepMeter:
+    """Accumulates steps between two :class:`StepStats` reports (wall times from ``perf_counter``)."""
+
+    def __init__(self, every: int, on_step: Callable[[StepStats], None], epoch: int, batch: int, batches: int):
+        self.every, self.on_step, self.epoch, self.batch, self.batches = max(1, every), on_step, epoch, batch, batches
+        self._reset()
+
+    def _reset(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = self.images = 0
+        self.wait_s = self.total_s = 0.0
+
+    def record(self, step: int, logs: dict[str, float], images: int, wait_s: float, total_s: float) -> None:
+        """Add one step (``step``: steps done after it); reports when ``step`` is a multiple of ``every``."""
+        self.batch += 1
+        self.count += 1
+        self.images += images
+        self.wait_s += wait_s
+        self.total_s += total_s
+        for k, v in logs.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        if step % self.every:
+            return
+        total = max(self.total_s, 1e-9)
+        self.on_step(StepStats(step, self.epoch, self.batch, self.batches,
+                               {k: v / self.count for k, v in sorted(self.sums.items())},
+                               self.images / total, total / self.count, self.wait_s / total))
+        self._reset()
+
+
 Evaluate = Callable[[Trainer, int, dict], "tuple[dict[str, float], Any]"]
 
 
 def run_epoch(trainer: Trainer, batches: Iterable, world: int = 1, rank: int = 0,
-              max_steps: int | None = None) -> tuple[dict[str, float], tuple[str, str] | None]:
+              max_steps: int | None = None, meter: StepMeter | None = None
+              ) -> tuple[dict[str, float], tuple[str, str] | None]:
     """Train on ``batches`` (this rank's). Returns ``(losses averaged over steps and ranks, None)``
     at the end of the batches, ``({}, ("nonfinite", reason))`` when a loss became non-finite on any
     rank, or ``(partial means, ("max_steps", ""))`` once the trainer reached ``max_steps``. Raises
     AgreedDataError on every rank when reading a batch failed on any rank, or when the ranks'
-    batches ran out at different steps."""
+    batches ran out at different steps. ``meter`` (optional) records each step's time."""
     sums: dict[str, float] = {}
     count = 0
     stream = iter(batches)
+    clock = time.perf_counter
+    t0 = clock()
     batch, stop = _fetch(stream, rank)
+    waited = clock() - t0
     while True:
         if stop is None and max_steps is not None and trainer.step >= max_steps:
             stop = ("max_steps", "")
@@ -76,7 +128,11 @@ def run_epoch(trainer: Trainer, batches: Iterable, world: int = 1, rank: int = 0
         for k, v in logs.items():
             sums[k] = sums.get(k, 0.0) + v
         count += 1
+        if meter is not None:
+            meter.record(trainer.step, logs, len(batch[0]), waited, clock() - t0)
+        t0 = clock()
         batch, stop = _fetch(stream, rank)
+        waited = clock() - t0
     if stop[0] == "data":
         raise AgreedDataError(stop[1])
     if stop[0] == "nonfinite":
@@ -99,13 +155,14 @@ def _fetch(stream, rank: int) -> tuple[Any, tuple[str, str] | None]:
 def train_epochs(trainer: Trainer, feed, cfg: Config, *, start_epoch: int = 0, start_batch: int = 0,
                  evaluate: Evaluate | None = None, on_epoch_end: Callable[[EpochEnd], bool | None] | None = None,
                  hooks: Sequence[object] = (), world: int = 1, rank: int = 0,
-                 max_steps: int | None = None) -> LoopResult:
+                 max_steps: int | None = None, on_step: Callable[[StepStats], None] | None = None) -> LoopResult:
     """Epochs ``start_epoch .. train.epochs - 1`` of ``feed`` (``feed.epoch(e, start=...)`` yields
     this rank's batches; ``start_batch`` skips into the first epoch, for a resume mid-epoch).
 
     After each epoch: ``evaluate(trainer, epoch, mean losses) -> (metrics, grid)`` (default: the
     losses, no grid; a collective when ``world`` > 1), then ``on_epoch_end(EpochEnd)``; a True
-    return stops the loop. Returns a :class:`LoopResult`; AgreedDataError propagates."""
+    return stops the loop. ``on_step(StepStats)`` every ``train.log_every`` steps. Returns a
+    :class:`LoopResult`; AgreedDataError propagates."""
     t0, metrics = time.perf_counter(), {}
     epoch = start_epoch
     for epoch in range(start_epoch, cfg.train.epochs):
@@ -118,7 +175,8 @@ def train_epochs(trainer: Trainer, feed, cfg: Config, *, start_epoch: int = 0, s
         for hook in hooks:
             if hasattr(hook, "on_batches"):
                 batches = hook.on_batches(rank, epoch, batches)
-        losses, stop = run_epoch(trainer, batches, world, rank, max_steps)
+        meter = None if on_step is None else StepMeter(cfg.train.log_every, on_step, epoch, skip, len(feed))
+        losses, stop = run_epoch(trainer, batches, world, rank, max_steps, meter)
         if stop is not None and stop[0] == "nonfinite":
             return LoopResult("nonfinite", trainer.step, epoch, metrics, reason=stop[1])
         if stop is not None:  # max_steps, mid-epoch: no evaluation of a partial epoch

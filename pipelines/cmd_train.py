@@ -48,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="worker crashes to recover from (restart from the last checkpoint; default 3)")
     parser.add_argument("--address", metavar="ADDR", help="Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--no-register", action="store_true", help="do not register the models")
+    parser.add_argument("--verbose", action="store_true", help="also show Ray's and MLflow's own log lines")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the results")
 
 
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads, tracking_uri=args.tracking_uri, experiment=args.experiment, storage=args.storage,
         name=args.name, resume=args.resume, address=args.address, max_failures=args.max_failures,
         register=not args.no_register, wait_for_resources=args.wait_for_resources,
-        hooks=getattr(args, "hooks", []))
+        verbose=args.verbose, hooks=getattr(args, "hooks", []))
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else (lambda msg: print(msg, flush=True))
     try:
         summary = run_training(opts, log=log)

@@ -64,6 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="restarts of a failed trial and of a trial's crashed workers (default 1)")
     parser.add_argument("--address", metavar="ADDR", help="Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--no-register", action="store_true", help="do not register the best trial's models")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show Ray Tune's status output and Ray's and MLflow's own log lines")
     parser.add_argument("--json", action="store_true",
                         help="end with one JSON line: best config, metric, model URIs, run ids")
 
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, storage=args.storage, tracking_uri=args.tracking_uri, experiment=args.experiment,
         name=args.name, resume=args.resume, seed=args.seed, grace_epochs=args.grace_epochs,
         max_failures=args.max_failures, address=args.address, register=not args.no_register,
-        verbose=0 if args.json else 1, trial_backend=args.trial_backend, wait_for_resources=args.wait_for_resources,
+        verbose=2 if args.verbose else 0 if args.json else 1, trial_backend=args.trial_backend, wait_for_resources=args.wait_for_resources,
         hooks=getattr(args, "hooks", []))
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.json else (lambda msg: print(msg, flush=True))
     try:

@@ -2,6 +2,7 @@
 fail fast with one line when it cannot be reached, and turn Ray's failures into one line."""
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import Any
@@ -23,16 +24,32 @@ def check_reachable(address: str, timeout: float = 5.0, what: str = "the Ray clu
         raise UserError(f"cannot reach {what} at {address} ({exc.strerror or exc})") from None
 
 
-def init_ray(address: str | None = None):
+#: Libraries whose INFO lines would sit between igan's own (unless ``--verbose``).
+NOISY_LOGGERS = ("ray", "mlflow", "alembic")
+
+
+def quiet_libraries(verbose: bool = False) -> None:
+    """Keep Ray's and MLflow's INFO and WARNING lines (start-up, database migrations, Ray's
+    token-authentication notice) out of igan's output unless ``verbose``; their errors still show."""
+    import mlflow  # noqa: F401 - MLflow sets its loggers' levels when imported: set ours after
+    import ray  # noqa: F401 - the same for Ray
+
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+
+
+def init_ray(address: str | None = None, verbose: bool = False):
     """The ``ray`` module, initialised: the session already running, else the cluster at ``address``
     / ``$RAY_ADDRESS`` (Ray Client ``ray://`` addresses get this checkout's code shipped to the
-    workers), else a new local Ray. UserError (one line) when it cannot be started or reached."""
+    workers), else a new local Ray; its log lines below ERROR stay out of the console unless
+    ``verbose``. UserError (one line) when it cannot be started or reached."""
     import ray
 
     if ray.is_initialized():
         return ray
+    quiet_libraries(verbose)
     address = address or os.environ.get("RAY_ADDRESS")
-    kwargs: dict[str, Any] = {"log_to_driver": False}
+    kwargs: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.INFO if verbose else logging.ERROR}
     if address and address.startswith("ray://"):
         import igan
         import pipelines

@@ -26,6 +26,7 @@ import time
 from typing import Callable, Protocol
 
 from pipelines.errors import ResourceWaitTimeout, UserError
+from pipelines.ray_private import autoscaler_max_resources, started_by_this_process
 
 #: Default of ``--wait-for-resources``: cloud GPU nodes typically take 3-10 minutes to join.
 DEFAULT_WAIT_S = 600.0
@@ -212,35 +213,5 @@ class RayCluster:
         request_resources(bundles=[dict(b) for b in bundles])
 
 
-# Private Ray, each in one place; checked against Ray 2.60.0. Both answer "unknown" when Ray changes.
-def autoscaler_max_resources() -> dict[str, float] | None:
-    """The most of each resource the cluster's autoscaler node types can provide (node count x
-    resources, summed), or None when the cluster publishes no node types. Ray Train 2.60 makes the
-    same check before placing a worker group (``WorkerGroup._check_cluster_resources_and_raise_if_
-    insufficient``) through ``ray._private.state.state.get_max_resources_from_cluster_config()``;
-    Ray has no public API for it."""
-    try:
-        from ray._private.state import state
-
-        found = state.get_max_resources_from_cluster_config()
-    except Exception:  # not connected the usual way (ray:// client), or a Ray without it
-        return None
-    return {k: float(v) for k, v in found.items()} if found else None
-
-
-def started_by_this_process() -> bool:
-    """True when ``ray.init()`` in this process started the Ray it is connected to (a local,
-    single-machine Ray), False when it connected to a running cluster that nodes may join. Ray
-    2.60 records it as ``ray._private.worker._global_node.ray_init_cluster``; there is no public API."""
-    try:
-        import ray._private.worker as worker
-
-        node = getattr(worker, "_global_node", None)
-    except Exception:
-        return False
-    return bool(node is not None and getattr(node, "ray_init_cluster", False))
-
-
 __all__ = ["ClusterView", "RayCluster", "ensure_resources", "never_reason", "pack", "copies_that_fit",
-           "copies_within", "total", "describe", "DEFAULT_WAIT_S", "autoscaler_max_resources",
-           "started_by_this_process"]
+           "copies_within", "total", "describe", "DEFAULT_WAIT_S"]

@@ -115,12 +115,18 @@ def _chunks(items: list, size: int) -> Iterable[list]:
         yield items[start:start + size]
 
 
+#: Seconds between two samples of MLflow's system metrics.
+SYSTEM_METRICS_S = 10
+
+
 class RunTracker:
     """One MLflow run, as a context manager.
 
     ``RunTracker(uri, experiment, run_name=None, parent_run_id=None, run_id=None)`` starts a new run in
     ``experiment`` (created if missing) or, with ``run_id``, resumes that run (status back to RUNNING).
     ``parent_run_id`` makes it a child run (``mlflow.parentRunId``), as for Tune trials.
+    ``system_metrics``: record MLflow's system metrics (CPU, memory, disk, network; GPUs where
+    ``pynvml`` is installed) of this machine every ``SYSTEM_METRICS_S`` seconds while the run is open.
 
     Leaving the ``with`` block normally ends the run FINISHED; an exception ends it FAILED with the
     exception text as the reason (tag :data:`FAILURE_TAG`), KeyboardInterrupt ends it KILLED. The run
@@ -130,7 +136,7 @@ class RunTracker:
 
     def __init__(self, tracking_uri: str, experiment: str, run_name: str | None = None,
                  parent_run_id: str | None = None, run_id: str | None = None,
-                 tags: dict[str, str] | None = None):
+                 tags: dict[str, str] | None = None, system_metrics: bool = False):
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.run_name = run_name
@@ -140,6 +146,7 @@ class RunTracker:
         self._tags = dict(tags or {})
         self._resume = run_id is not None
         self._ended = False
+        self.system_metrics, self._monitor = system_metrics, None
         self.client = make_client(tracking_uri)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -159,7 +166,21 @@ class RunTracker:
             self.run_id = run.info.run_id
             self.run_name = run.info.run_name
         self._ended = False
+        if self.system_metrics:
+            self._start_monitor()
         return self
+
+    def _start_monitor(self) -> None:
+        """MLflow's system-metrics sampler for this run (a daemon thread); skipped, with nothing
+        lost but those metrics, where its dependencies are missing."""
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=SYSTEM_METRICS_S,
+                                                 resume_logging=self._resume, tracking_uri=self.tracking_uri)
+            self._monitor.start()
+        except ImportError:
+            self._monitor = None
 
     def __enter__(self) -> "RunTracker":
         return self.start()
@@ -197,6 +218,9 @@ class RunTracker:
         if self._ended:
             return
         self._require_run()
+        if self._monitor is not None:
+            self._monitor.finish()
+            self._monitor = None
         if reason is not None:
             reason = redact_text(reason)
             reason = reason if len(reason) <= MAX_TAG_LENGTH else reason[: MAX_TAG_LENGTH - 3] + "..."
@@ -273,6 +297,12 @@ class RunTracker:
             path = Path(tmp) / Path(artifact_file).name
             Image.fromarray(image).save(path, format="PNG")
             self.log_artifact(path, _parent(artifact_file))
+
+    def log_step_image(self, image: np.ndarray, key: str, step: int) -> None:
+        """Log ``image`` (``uint8 [H, W, 3]``) as MLflow's step-indexed image ``key`` at ``step``
+        (the MLflow UI shows such images with a step slider)."""
+        self._require_run()
+        self.client.log_image(self.run_id, np.asarray(image), key=key, step=int(step))
 
     def log_text(self, text: str, artifact_file: str) -> None:
         """Write ``text`` as the artifact ``artifact_file`` (run-relative path)."""

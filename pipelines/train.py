@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 from igan.config import Config, ConfigError, apply_overrides
 from igan.presets import build_config
@@ -27,8 +27,9 @@ from pipelines import defaults
 from pipelines.errors import UserError, check_writable
 from pipelines.jobs import TRAIN_JOB, find_record, new_job_name, read_record, resolve_storage, write_record
 from pipelines.event_pump import Pump, driver_queue
+from pipelines.progress import TrainProgress, clock
 from pipelines.job_inputs import ensure_data, ensure_scorer
-from pipelines.ray_runtime import failure_reason, init_ray
+from pipelines.ray_runtime import failure_reason, init_ray, quiet_libraries
 from pipelines.resources import DEFAULT_WAIT_S, RayCluster
 from pipelines.scaling import scaling, worker_bundle
 
@@ -59,63 +60,20 @@ class TrainOptions:
     register: bool = True
     report_every_epoch: bool = False
     wait_for_resources: float = DEFAULT_WAIT_S
+    verbose: bool = False
     #: Objects handed to every worker's training loop (:func:`igan.loop.train_epochs`): the seam
     #: through which tests inject faults. Not a CLI option.
     hooks: list = field(default_factory=list)
 
 
 # -- the run ----------------------------------------------------------------------------------------
-@dataclass
-class _Progress:
-    """What the driver learned from rank 0's events."""
-    log: Callable[[str], None]
-    tracker: Any
-    epochs: int
-    metrics: dict = field(default_factory=dict)
-    step: int = 0
-    epochs_done: int = 0
-    nonfinite: str | None = None
-    data_error: str | None = None
-    finished: bool = False
-    attempts: list = field(default_factory=list)  # each start of the worker group: epochs_done, nodes
-
-    def handle(self, ev: dict) -> None:
-        kind = ev["kind"]
-        if kind == "start":
-            nodes = ev.get("nodes") or []
-            self.attempts.append({"epochs_done": ev["epochs_done"], "nodes": nodes})
-            what = "starting" if ev["epochs_done"] == 0 else f"continuing after epoch {ev['epochs_done']}"
-            where = f" on {len(set(nodes))} nodes" if len(set(nodes)) > 1 else ""
-            self.log(f"igan train: {what}: {ev['epochs']} epochs x {ev['steps_per_epoch']} steps on "
-                     f"{ev['world_size']} worker{'s' if ev['world_size'] > 1 else ''}{where}")
-        elif kind == "epoch":
-            self.step, self.epochs_done = ev["step"], ev["epoch"]
-            self.metrics.update(ev["metrics"])
-            self.tracker.log_metrics(ev["metrics"], step=ev["epoch"])
-            if ev.get("grid") is not None:
-                self.tracker.log_image(ev["grid"], f"samples/epoch_{ev['epoch']:04d}.png")
-            shown = " ".join(f"{k}={v:.4g}" for k, v in ev["metrics"].items() if not k.endswith("_std"))
-            self.log(f"epoch {ev['epoch']}/{self.epochs} step {ev['step']} {shown} [{_clock(ev['elapsed'])}]")
-        elif kind == "nonfinite":
-            self.nonfinite = f"stopped in epoch {ev['epoch']}: {ev['reason']}"
-        elif kind == "data_error":
-            self.data_error = ev["reason"]
-        elif kind == "done":
-            self.finished, self.step = True, ev["step"]
-            self.metrics.update(ev.get("metrics") or {})
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m}m{s:02d}s" if m else f"{s}s"
-
-
 def run_training(opts: TrainOptions, log: Callable[[str], None] = print) -> dict:
     """Run (or resume) one training job; returns the summary (run id, metrics, model URIs, paths).
     UserError for bad input, TrainError when the job stops without finishing (the MLflow run is
     marked FAILED with the reason; the last good checkpoint stays)."""
     t_start = time.perf_counter()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep the output to our lines
+    quiet_libraries(opts.verbose)
     storage = resolve_storage(opts.storage)
     cfg, name, record = _job(opts, storage)
     ensure_scorer(cfg, hint="or train without the score: --set eval.scorer=none")  # before anything is written
@@ -130,10 +88,10 @@ def run_training(opts: TrainOptions, log: Callable[[str], None] = print) -> dict
     check_tracking_uri(tracking_uri, must_exist=False)
     from pipelines.tracking import RunTracker
 
-    ray = init_ray(opts.address)
+    ray = init_ray(opts.address, verbose=opts.verbose)
     workers, cpw, threads = scaling(opts, RayCluster(ray), log)
     tracker = RunTracker(tracking_uri, record.get("experiment", opts.experiment), run_name=name,
-                         run_id=record.get("run_id"))
+                         run_id=record.get("run_id"), system_metrics=True)
     with tracker:
         if not record.get("run_id"):
             tracker.log_config(cfg)
@@ -142,7 +100,7 @@ def run_training(opts: TrainOptions, log: Callable[[str], None] = print) -> dict
                       tracking_uri=defaults.strip_credentials(tracking_uri),  # never a password on disk
                       config=cfg.to_dict(), data_root=data_root, created=record.get("created", time.time()))
         write_record(storage, name, record, TRAIN_JOB)
-        progress = _Progress(log=log, tracker=tracker, epochs=cfg.train.epochs)
+        progress = TrainProgress(log=log, tracker=tracker, epochs=cfg.train.epochs)
         result = _launch(ray, cfg, opts, storage, name, data_root, tracker.run_id, workers, cpw, threads,
                          progress)
         checkpoint_dir = _checkpoint_path(result)
@@ -190,7 +148,7 @@ def _job(opts: TrainOptions, storage: str) -> tuple[Config, str, dict]:
 
 
 def _launch(ray, cfg: Config, opts: TrainOptions, storage: str, name: str, data_root: str | None, run_id: str,
-            workers: int, cpw: float, threads: int, progress: _Progress):
+            workers: int, cpw: float, threads: int, progress: TrainProgress):
     """Run the TorchTrainer, handling rank 0's events as they come; returns Ray Train's Result.
     TrainError (one line; the MLflow run FAILED) when Ray Train gave up."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -210,12 +168,15 @@ def _launch(ray, cfg: Config, opts: TrainOptions, storage: str, name: str, data_
                              failure_config=FailureConfig(max_failures=opts.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)))
     try:
-        return Pump(trainer.fit, [(queue, progress.handle)]).run()
+        result = Pump(trainer.fit, [(queue, progress.handle)]).run()
     except Exception as exc:
         reason = failure_reason(exc)
+        progress.worker_log.save(progress.tracker)
         progress.tracker.fail(f"training failed: {reason}")
         raise TrainError(f"training failed after {opts.max_failures} restart(s): {reason}; "
                          f"checkpoints in {storage}/{name}") from None
+    progress.worker_log.save(progress.tracker)
+    return result
 
 
 def _checkpoint_path(result) -> str | None:
@@ -223,7 +184,7 @@ def _checkpoint_path(result) -> str | None:
     return ckpt.path if ckpt is not None else None
 
 
-def _finish(tracker, cfg: Config, result, opts: TrainOptions, tracking_uri: str, progress: _Progress) -> dict:
+def _finish(tracker, cfg: Config, result, opts: TrainOptions, tracking_uri: str, progress: TrainProgress) -> dict:
     """Log the final checkpoint as an artifact and register the models; returns their URIs."""
     if result.checkpoint is None:
         return {}
@@ -259,7 +220,7 @@ def print_summary(summary: dict, log: Callable[[str], None] = print) -> None:
 
     keys = [k for k in SUMMARY_METRICS if k in m]
     shown = ", ".join(f"{k} {m[k]:.4g}" for k in keys)
-    log(f"igan train: finished {summary['preset']} in {_clock(summary['seconds'])}: {summary['epochs']} epochs, "
+    log(f"igan train: finished {summary['preset']} in {clock(summary['seconds'])}: {summary['epochs']} epochs, "
         f"{summary['step']} steps{', ' + shown if shown else ''}")
     log(f"  MLflow run:   {summary['run_id']} ('{summary['run_name']}') in experiment '{summary['experiment']}'")
     log(f"  tracking URI: {summary['tracking_uri']}" + (f"  ->  {summary['run_url']}" if summary["run_url"] else ""))

@@ -7,8 +7,11 @@ ranks' folders).
 Rank 0 sends one event per epoch (losses, metrics, a sample grid) to the driver through a Ray queue
 (``events``); the driver prints progress and logs to MLflow, so workers need no MLflow access.
 Events: ``start`` (also each restart of the worker group: ``epochs_done``, ``nodes`` = every rank's
-Ray node id, ``placement_group``), ``epoch``, ``nonfinite`` (the run stopped on a NaN/inf loss),
-``data_error`` (the run stopped on a :class:`~igan.data.manifest.ShardDataError`), ``done``.
+Ray node id, ``placement_group``), ``step`` (every ``train.log_every`` steps: losses and throughput,
+:class:`igan.loop.StepStats`), ``epoch`` (metrics, grid, every rank's CUDA peak memory), ``nonfinite``
+(the run stopped on a NaN/inf loss), ``data_error`` (the run stopped on a
+:class:`~igan.data.manifest.ShardDataError`), ``done``; and from any rank ``log`` (igan's own
+warnings and the worker's error, with the rank), since Ray does not forward worker output.
 
 Data errors are permanent (a shard that contradicts its manifest does not heal on a retry), so
 they do not go to Ray Train as a worker failure, which it would retry ``max_failures`` times: the
@@ -17,7 +20,10 @@ reading an evaluation split), then every worker returns normally after rank 0 se
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 import tempfile
+import warnings
 from typing import Any
 
 import torch
@@ -28,7 +34,7 @@ from igan.data.feed import make_feed
 from igan.data.manifest import ShardDataError
 from igan.distributed import AgreedDataError, all_gather, data_error_reason, raise_agreed
 from igan.evaluator import Evaluator
-from igan.loop import EpochEnd, train_epochs
+from igan.loop import EpochEnd, StepStats, train_epochs
 from igan.trainer import Trainer
 
 
@@ -45,21 +51,53 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if loop_config.get("threads"):
         torch.set_num_threads(int(loop_config["threads"]))
     cfg = Config.from_dict(loop_config["config"])
-    events = Events(loop_config.get("events") if rank == 0 else None, enabled=rank == 0)
+    events = Events(loop_config.get("events"), rank)
+    forward_warnings(events)
     try:
         feed, evaluator, init_batch = open_data(cfg, loop_config.get("data_root"), rank, world)
         trainer, done = build(cfg, init_batch, rank, world)
         events.send("start", epochs_done=done, step=trainer.step, steps_per_epoch=len(feed), world_size=world,
                     epochs=cfg.train.epochs, nodes=all_gather(_node_id(), world), placement_group=_placement_group())
-        report = Reporter(trainer, cfg, rank, events, loop_config)
+        report = Reporter(trainer, cfg, rank, world, events, loop_config)
         result = train_epochs(trainer, feed, cfg, start_epoch=done, evaluate=evaluator, on_epoch_end=report,
-                              hooks=loop_config.get("hooks") or (), world=world, rank=rank)
+                              hooks=loop_config.get("hooks") or (), world=world, rank=rank,
+                              on_step=step_reporter(events, world) if rank == 0 else None)
         if result.status == "nonfinite":
             events.send("nonfinite", reason=result.reason, epoch=result.epochs_done + 1, step=result.step)
         else:
             events.send("done", step=trainer.step, epochs_done=cfg.train.epochs, metrics=result.metrics)
     except AgreedDataError as exc:  # every rank is here: end without an exception, so it is not retried
         events.send("data_error", reason=str(exc))
+    except Exception as exc:  # the driver hears it from this rank; Ray Train retries or gives up
+        events.log("ERROR", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "))
+        raise
+
+
+def step_reporter(events: "Events", world: int):
+    """Rank 0's ``on_step``: a ``step`` event, images/s summed over the ``world`` ranks (they step
+    in lockstep with equal batches)."""
+    def report(stats: StepStats) -> None:
+        fields = dataclasses.asdict(stats)
+        fields["images_per_s"] = stats.images_per_s * world
+        events.send("step", **fields)
+    return report
+
+
+def forward_warnings(events: "Events") -> None:
+    """Send igan's own warnings (raised from ``igan/`` or ``pipelines/``) to the driver as ``log``
+    events; other libraries' warnings stay in the worker's log."""
+    import igan
+    import pipelines
+
+    ours = tuple(os.path.dirname(m.__file__) + os.sep for m in (igan, pipelines))
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if str(filename).startswith(ours):
+            events.log("WARNING", f"{category.__name__}: {message}")
+        else:
+            shown(message, category, filename, lineno, file, line)
+    warnings.showwarning = show
 
 
 def open_data(cfg: Config, data_root: str | None, rank: int, world: int):
@@ -144,15 +182,15 @@ class Reporter:
     checkpoint reported to Ray Train when one is due (a collective: every rank calls it), or the
     metrics alone when ``report_every_epoch``."""
 
-    def __init__(self, trainer: Trainer, cfg: Config, rank: int, events: "Events", loop_config: dict):
-        self.trainer, self.cfg, self.rank, self.events = trainer, cfg, rank, events
+    def __init__(self, trainer: Trainer, cfg: Config, rank: int, world: int, events: "Events", loop_config: dict):
+        self.trainer, self.cfg, self.rank, self.world, self.events = trainer, cfg, rank, world, events
         self.run_id, self.every_epoch = loop_config.get("run_id"), loop_config.get("report_every_epoch")
 
     def __call__(self, end: EpochEnd) -> None:
         import ray.train
 
         self.events.send("epoch", epoch=end.epoch, step=end.step, metrics=end.metrics, grid=end.grid,
-                         elapsed=end.elapsed)
+                         elapsed=end.elapsed, cuda_peak_mib=self.cuda_peak_mib())
         report = {"epoch": end.epoch, "step": end.step, **end.metrics}
         if end.epoch % self.cfg.train.checkpoint_every == 0 or end.last:
             with tempfile.TemporaryDirectory() as tmp:
@@ -163,18 +201,36 @@ class Reporter:
             ray.train.report(report)
 
 
+    def cuda_peak_mib(self) -> list[float] | None:
+        """Every rank's peak CUDA memory allocated so far (MiB), in rank order; None off CUDA. A
+        collective when the world size is above 1."""
+        if self.trainer.device.type != "cuda":
+            return None
+        import torch
+
+        mine = torch.cuda.max_memory_allocated(self.trainer.device) / 2**20
+        return [round(float(v), 1) for v in all_gather(mine, self.world)]
+
+
 class Events:
-    """Rank 0's messages to the driver: put on a Ray queue, or printed when there is none."""
+    """A worker's messages to the driver, put on a Ray queue (printed when there is none): the run's
+    events from rank 0 (:meth:`send`; other ranks send none) and ``log`` lines from any rank."""
 
-    def __init__(self, queue, enabled: bool):
-        self.queue, self.enabled = queue, enabled
+    def __init__(self, queue, rank: int):
+        self.queue, self.rank = queue, rank
 
-    def send(self, kind: str, **fields) -> None:
-        if not self.enabled:
-            return
-        event = {"kind": kind, **fields}
+    def _put(self, event: dict) -> None:
         if self.queue is not None:
             self.queue.put(event)
         else:
             shown = {k: v for k, v in event.items() if k != "grid"}
             print(f"igan worker: {shown}", flush=True)
+
+    def send(self, kind: str, **fields) -> None:
+        """Rank 0's event ``kind``; a no-op on the other ranks."""
+        if self.rank == 0:
+            self._put({"kind": kind, **fields})
+
+    def log(self, level: str, message: str) -> None:
+        """A ``log`` event from this rank (``level``: WARNING or ERROR)."""
+        self._put({"kind": "log", "rank": self.rank, "level": level, "message": message})

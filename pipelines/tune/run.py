@@ -17,10 +17,12 @@ from igan.config import ConfigError, with_values
 from pipelines import defaults
 from pipelines.errors import UserError, check_writable
 from pipelines.jobs import SEARCH_JOB, find_record, job_exists, new_job_name, resolve_storage, write_record
-from pipelines.ray_runtime import failure_reason
+from pipelines.ray_private import replace_restored_callbacks
+from pipelines.ray_runtime import failure_reason, quiet_libraries
 from pipelines.tune.capacity import concurrency
 from pipelines.tune.champion import crown
 from pipelines.tune.options import PER_RUN, TRIAL_DRIVER_CPUS, TuneOptions, validate
+from pipelines.tune.progress import TrialsTable, trials_table_callback
 from pipelines.tune.results import trial_rows
 from pipelines.tune.search import Search, describe_domain, make_scheduler, resolve_search
 from pipelines.tune.trials import JOB_TAG, local_trial, trial_driver
@@ -45,6 +47,7 @@ def run_search(opts: TuneOptions, log: Callable[[str], None] = print) -> dict:
     t0 = time.perf_counter()
     validate(opts)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    quiet_libraries(opts.verbose > 1)
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", STATE_SAVE_S)
     # Read by a local Ray's workers (they inherit this environment): a trial's Train worker group
     # may start slowly on a busy machine; Ray's default gives up after 60 s.
@@ -67,7 +70,7 @@ def run_search(opts: TuneOptions, log: Callable[[str], None] = print) -> dict:
     from pipelines.tracking import RunTracker
 
     check_tracking_uri(tracking_uri, must_exist=False)
-    ray = init_ray(opts.address)
+    ray = init_ray(opts.address, verbose=opts.verbose > 1)
     concurrent = concurrency(opts, RayCluster(ray), log)
     parent = RunTracker(tracking_uri, opts.experiment, run_name=name, run_id=record.get("parent_run_id"),
                         tags={JOB_TAG: name, "igan.kind": "tune"})
@@ -80,7 +83,7 @@ def run_search(opts: TuneOptions, log: Callable[[str], None] = print) -> dict:
             f"(preset {search.preset}), {opts.num_samples} trials, {opts.scheduler}, up to {concurrent} at once; "
             f"{search.metric} ({search.mode}) over {', '.join(search.keys)}")
         path = str(Path(storage) / name)
-        grid = _fit(opts, search, space, ctx, path, concurrent)
+        grid = _fit(opts, search, space, ctx, path, concurrent, log)
         rows, unfinished = trial_rows(grid, search, path)
         unfinished += [None] * max(0, opts.num_samples - len(rows))  # trials not created yet
         if unfinished:
@@ -157,8 +160,10 @@ def trial_context(search: Search, opts: TuneOptions, name: str, storage: str, da
             "backend": opts.trial_backend, "hooks": list(opts.hooks)}
 
 
-def _fit(opts: TuneOptions, search: Search, space: dict, ctx: dict, path: str, concurrent: int):
-    """Run (or restore and continue) the Tune experiment at ``path``; returns its ResultGrid."""
+def _fit(opts: TuneOptions, search: Search, space: dict, ctx: dict, path: str, concurrent: int,
+         log: Callable[[str], None]):
+    """Run (or restore and continue) the Tune experiment at ``path``; returns its ResultGrid. With
+    ``opts.verbose`` 1 the trials table is igan's (:mod:`pipelines.tune.progress`); with 2, Tune's own."""
     from ray import tune
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -167,10 +172,12 @@ def _fit(opts: TuneOptions, search: Search, space: dict, ctx: dict, path: str, c
         trainable = tune.with_resources(tune.with_parameters(local_trial, ctx=ctx), resources)
     else:
         trainable = tune.with_resources(tune.with_parameters(trial_driver, ctx=ctx), {"cpu": TRIAL_DRIVER_CPUS})
+    callbacks = [trials_table_callback(TrialsTable(search.metric, log))] if opts.verbose == 1 else []
+    if opts.hooks:
+        callbacks.append(_hook_callback(opts.hooks))
     if opts.resume and tune.Tuner.can_restore(path):
-        # The restored run config keeps its callbacks; HookCallback stores none of its hooks, so a
-        # hook of the first run does not act again.
         tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+        replace_restored_callbacks(tuner, callbacks)  # else the first run's, stateless: they do nothing
         return tuner.fit()
     storage, name = os.path.split(path)
     tuner = tune.Tuner(
@@ -179,8 +186,8 @@ def _fit(opts: TuneOptions, search: Search, space: dict, ctx: dict, path: str, c
                                     scheduler=make_scheduler(opts, search, space),
                                     search_alg=BasicVariantGenerator(random_state=opts.seed,
                                                                      max_concurrent=concurrent)),
-        run_config=tune.RunConfig(storage_path=storage, name=name, verbose=opts.verbose,
-                                  callbacks=[_hook_callback(opts.hooks)] if opts.hooks else [],
+        run_config=tune.RunConfig(storage_path=storage, name=name, verbose=2 if opts.verbose > 1 else 0,
+                                  callbacks=callbacks,
                                   # PBT may clone any recent checkpoint of another trial: keep them all
                                   checkpoint_config=tune.CheckpointConfig(
                                       num_to_keep=None if opts.scheduler == "pbt" else 2),

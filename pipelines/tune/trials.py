@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import asdict
 import tempfile
 import time
 import uuid
@@ -23,6 +24,7 @@ import uuid
 from ray.train import UserCallback
 
 from igan.config import Config
+from pipelines.run_logging import WorkerLog, log_epoch, log_step
 from pipelines.tune.capacity import trial_worker_resources
 from pipelines.tune.search import plain, trial_config
 
@@ -66,7 +68,7 @@ def _open_trial(config: dict, ctx: dict):
     existing = find_child_run(make_client(ctx["tracking_uri"]), ctx["experiment_id"], ctx["parent_run_id"], trial_id)
     tracker = RunTracker(ctx["tracking_uri"], ctx["experiment"], run_name=f"{ctx['name']}-{trial_id}",
                          parent_run_id=ctx["parent_run_id"], run_id=existing,
-                         tags={TRIAL_TAG: trial_id, JOB_TAG: ctx["name"]})
+                         tags={TRIAL_TAG: trial_id, JOB_TAG: ctx["name"]}, system_metrics=True)
     tracker.start()
     if existing is None:
         tracker.log_config(cfg)
@@ -76,12 +78,6 @@ def _open_trial(config: dict, ctx: dict):
     else:  # PBT exploit or a restored search: record the config it continues with
         tracker.log_text(json.dumps(varied, indent=1), f"tune/config_{int(time.time())}.json")
     return cfg, tracker, trial_id, resume_from
-
-
-def _log_epoch(tracker, epoch: int, metrics: dict, grid) -> None:
-    tracker.log_metrics(metrics, step=epoch)
-    if grid is not None:
-        tracker.log_image(grid, f"samples/epoch_{epoch:04d}.png")
 
 
 def trial_driver(config: dict, ctx: dict) -> None:
@@ -118,12 +114,17 @@ def trial_driver(config: dict, ctx: dict) -> None:
                 callbacks=[_ReportToTrial(reports, ctx["metric"])]),
             resume_from_checkpoint=resume_from)
         state = {"stopped": None, "groups": []}
+        worker_log = WorkerLog(show=print)  # the trial's own log; the child run keeps it too
 
         def on_event(ev: dict) -> None:
             if ev["kind"] == "start" and ev.get("placement_group") is not None:
                 state["groups"].append(ev["placement_group"])
+            elif ev["kind"] == "step":
+                log_step(tracker, ev)
             elif ev["kind"] == "epoch":
-                _log_epoch(tracker, ev["epoch"], ev["metrics"], ev.get("grid"))
+                log_epoch(tracker, ev)
+            elif ev["kind"] == "log":
+                worker_log.add(ev)
             elif ev["kind"] == "nonfinite":
                 state["stopped"] = f"non-finite loss in epoch {ev['epoch']}: {ev['reason']}"
             elif ev["kind"] == "data_error":  # the workers stopped without failing: end the trial here
@@ -141,6 +142,8 @@ def trial_driver(config: dict, ctx: dict) -> None:
             pump.run()
         except Exception as exc:
             raise RuntimeError(f"trial {trial_id} failed: {failure_reason(exc)}") from None
+        finally:
+            worker_log.save(tracker)
         if state["stopped"]:
             tracker.fail(state["stopped"])
             raise RuntimeError(f"trial {trial_id}: {state['stopped']}")
@@ -207,7 +210,7 @@ def local_trial(config: dict, ctx: dict) -> None:
         reported = []
 
         def report(end: EpochEnd) -> None:
-            _log_epoch(tracker, end.epoch, end.metrics, end.grid)
+            log_epoch(tracker, {"epoch": end.epoch, "metrics": end.metrics, "grid": end.grid})
             if ctx["metric"] not in end.metrics:
                 return
             with tempfile.TemporaryDirectory() as tmp:
@@ -220,7 +223,7 @@ def local_trial(config: dict, ctx: dict) -> None:
             reported.append(end.epoch)
 
         result = train_epochs(trainer, feed, cfg, start_epoch=done, evaluate=evaluator, on_epoch_end=report,
-                              hooks=ctx.get("hooks") or ())
+                              hooks=ctx.get("hooks") or (), on_step=lambda stats: log_step(tracker, asdict(stats)))
         if result.status == "nonfinite":
             reason = f"non-finite loss in epoch {result.epochs_done + 1}: {result.reason}"
             tracker.fail(reason)

@@ -59,7 +59,8 @@ def test_digits_two_workers_end_to_end(ray_local, tmp_path, tracking, digits_dat
     from pipelines.train import run_training
 
     lines: list[str] = []
-    summary = run_training(_options(tmp_path, tracking, data=digits_data, overrides=TINY), log=lines.append)
+    summary = run_training(_options(tmp_path, tracking, data=digits_data, overrides=TINY + ["train.log_every=2"]),
+                           log=lines.append)
     steps = (1438 - 10 * 20) // (100 * 2)  # digits train minus its hold-out, per-worker batch 100, two workers
     assert summary["step"] == 2 * steps and summary["workers"] == 2
     assert 0.0 <= summary["metrics"]["val_ssl_error"] <= 1.0 and 0.0 <= summary["metrics"]["test_ssl_error"] <= 1.0
@@ -74,8 +75,18 @@ def test_digits_two_workers_end_to_end(ray_local, tmp_path, tracking, digits_dat
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2]
     for key in ("test_ssl_error", "test_inception_score"):  # the test split: once, at the end
         assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [2]
+    fid = client.get_metric_history(run.info.run_id, "val_fid")  # against the hold-out's cached statistics
+    assert [m.step for m in fid] == [1, 2] and all(m.value >= 0 for m in fid)
+    # every train.log_every steps: losses and throughput at the global step (images/s of both workers)
+    speed = client.get_metric_history(run.info.run_id, "step/images_per_s")
+    assert [m.step for m in speed] == list(range(2, 2 * steps + 1, 2)) and all(m.value > 0 for m in speed)
+    for key in ("step/loss_d", "step/step_time_s", "step/data_wait_fraction"):
+        assert len(client.get_metric_history(run.info.run_id, key)) == len(speed)
+    assert any(ln.startswith("epoch 1/2 step 2/") and "img/s" in ln for ln in lines)  # plain lines off a TTY
     files = _artifacts(client, run.info.run_id)
     assert {"config.yaml", "samples/epoch_0001.png", "samples/epoch_0002.png", "checkpoint/state.pt"} <= set(files)
+    grids = sorted(f for f in files if f.startswith("images/samples+step+") and f.endswith(".png"))
+    assert [f.split("+")[2] for f in grids] == ["1", "2"]  # step-indexed sample grids
     name = summary["model_uris"]["generator"].split("/")[1]
     assert client.get_model_version_by_alias(name, "latest").run_id == run.info.run_id
     record = json.loads((Path(summary["job_path"]) / "igan_job.json").read_text())
@@ -101,10 +112,15 @@ def test_worker_crash_restarts_from_checkpoint(ray_local, tmp_path, tracking, di
 
     marker = tmp_path / "failed-once"
     overrides = TINY + ["train.epochs=3", "eval.every=3", "train.steps_per_epoch=3"]
+    lines: list[str] = []
     summary = run_training(_options(tmp_path, tracking, data=digits_data, overrides=overrides, register=False,
                                     hooks=[FailOnce(rank=1, epoch=2, marker=marker)]),
-                           log=lambda m: None)
+                           log=lines.append)
     assert marker.exists()  # the failure did happen
+    said = "igan worker rank 1: ERROR: RuntimeError: injected failure on rank 1 at the start of epoch 2"
+    assert said in lines  # the worker's error reached the console, with its rank ...
+    log = _client(tracking).download_artifacts(summary["run_id"], "logs/workers.log", str(tmp_path))
+    assert said in Path(log).read_text()  # ... and the run's log
     assert summary["step"] == 3 * 3  # the same as an uninterrupted run
     assert _client(tracking).get_run(summary["run_id"]).info.status == "FINISHED"
 
