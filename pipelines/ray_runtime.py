@@ -31,9 +31,10 @@ NOISY_LOGGERS = ("ray", "mlflow", "alembic")
 def quiet_libraries(verbose: bool = False) -> None:
     """Keep Ray's and MLflow's INFO and WARNING lines (start-up, database migrations, Ray's
     token-authentication notice) out of igan's output unless ``verbose``; their errors still show."""
-    import mlflow  # noqa: F401 - MLflow sets its loggers' levels when imported: set ours after
-    import ray  # noqa: F401 - the same for Ray
+    import importlib
 
+    for name in NOISY_LOGGERS:
+        importlib.import_module(name)  # each sets its loggers' levels when imported: set ours after
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
 
