@@ -12,13 +12,11 @@ import torch
 from torch import nn
 
 from igan.config import Config
+from pipelines.cli_options import TRUST_FLAG
 from pipelines.errors import UserError
 from pipelines.registry.export import _example_input
 from pipelines.registry.names import METADATA_KEY
 from pipelines.registry.resolve import _download
-
-#: The per-command opt-in to load a model stored pickled (``igan sample`` / ``igan score``).
-TRUST_FLAG = "--trust-pickled-model"
 
 
 def _load(uri: str, tracking_uri: str, want: str, device: str | torch.device = "cpu",
