@@ -167,13 +167,7 @@ class Trainer:
         if t.r1_gamma > 0:
             logs["r1_penalty"] = r1_penalty(parts[-2], x_unl)  # parts[-2]: the unlabeled real group
             loss_d = loss_d + 0.5 * t.r1_gamma * logs["r1_penalty"]
-        if self.ha_d is not None:
-            loss_d = loss_d + t.ha_weight * self.ha_d.penalty()
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.opt_d.step()
-        if self.ha_d is not None:
-            self.ha_d.update()
+        loss_d = self._optimizer_step(loss_d, self.opt_d, self.ha_d)
         if self.ema is not None:
             self.ema.update(self.D)
         logs["loss_d"] = loss_d
@@ -197,17 +191,25 @@ class Trainer:
                 else:
                     logits_gen, _ = self.D(x_gen)
                     loss_g = generator_adversarial_loss(logits_gen, t.generator_loss, t.generator_label)
-            if self.ha_g is not None:
-                loss_g = loss_g + t.ha_weight * self.ha_g.penalty()
-            self.opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            self.opt_g.step()
-            if self.ha_g is not None:
-                self.ha_g.update()
+            loss_g = self._optimizer_step(loss_g, self.opt_g, self.ha_g)
         finally:
             for p in frozen:
                 p.requires_grad_(True)
         return loss_g
+
+    def _optimizer_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer,
+                        average: HistoricalAverage | None) -> torch.Tensor:
+        """One ``opt`` step on ``loss``, plus the historical-averaging penalty of ``average`` when that
+        technique is on (the average then takes in the stepped parameters); returns the scalar loss
+        stepped on, penalty included, as both players log it."""
+        if average is not None:
+            loss = loss + self.cfg.techniques.ha_weight * average.penalty()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if average is not None:
+            average.update()
+        return loss
 
     # -- inference --------------------------------------------------------------------------
     @torch.no_grad()

@@ -6,15 +6,16 @@ import argparse
 import json
 import time
 
+from pipelines.cli_options import add_json, add_tracking_uri
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``igan models``."""
     parser.add_argument("name", nargs="?", metavar="NAME",
                         help="only this registered model, e.g. igan-digits-generator (default: every igan-* model)")
-    parser.add_argument("--tracking-uri", metavar="URI",
-                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under $IGAN_HOME)")
+    add_tracking_uri(parser)
     parser.add_argument("--no-metrics", action="store_true", help="skip reading the source runs' metrics")
-    parser.add_argument("--json", action="store_true", help="end with one JSON line of the results")
+    add_json(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,22 +6,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from pipelines.cli_options import add_model_loading, add_model_uri
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``igan sample``."""
-    parser.add_argument("model_uri", metavar="MODEL_URI",
-                        help="models:/igan-<preset>-generator@latest, models:/NAME/VERSION or runs:/RUN_ID/generator")
+    add_model_uri(parser)
     parser.add_argument("--n", type=int, required=True, metavar="N", help="number of samples")
     parser.add_argument("--out", required=True, metavar="FILE.png", help="where to write the PNG")
-    parser.add_argument("--seed", type=int, default=0, metavar="S", help="noise seed (default 0)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                        help="where the generator runs (default: CUDA when available)")
-    parser.add_argument("--tracking-uri", metavar="URI",
-                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under $IGAN_HOME)")
-    parser.add_argument("--trust-pickled-model", action="store_true",
-                        help="also load a model stored pickled (or shipping code), which can run any code it "
-                             "carries; only for a model you trust (default: torch.export programs only)")
-    parser.add_argument("--json", action="store_true", help="end with one JSON line of the results")
+    add_model_loading(parser)
 
 
 def run(args: argparse.Namespace) -> int:

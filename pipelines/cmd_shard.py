@@ -8,6 +8,8 @@ import argparse
 import json
 import time
 
+from pipelines.cli_options import add_json
+
 DATASETS = ("digits", "mnist", "cifar10", "svhn", "imagenet")
 
 
@@ -32,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", metavar="ADDR",
                         help="Ray cluster to run on (default: $RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--no-progress", action="store_true", help="hide Ray Data's progress bars")
-    parser.add_argument("--json", action="store_true", help="end with one JSON line of the results")
+    add_json(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from pipelines.cli_options import add_json, add_tracking_uri
 from pipelines.resources import DEFAULT_WAIT_S
 
 
@@ -35,8 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "cluster that can never have them is refused at once")
     parser.add_argument("--threads", type=int, metavar="T",
                         help="torch threads per worker (default: its CPUs)")
-    parser.add_argument("--tracking-uri", metavar="URI",
-                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under $IGAN_HOME)")
+    add_tracking_uri(parser)
     parser.add_argument("--experiment", default="igan", metavar="NAME", help="MLflow experiment (default: igan)")
     parser.add_argument("--storage", metavar="DIR",
                         help="Ray Train storage for checkpoints: folder or URI (default: $IGAN_HOME/ray_results)")
@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", metavar="ADDR", help="Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--no-register", action="store_true", help="do not register the models")
     parser.add_argument("--verbose", action="store_true", help="also show Ray's and MLflow's own log lines")
-    parser.add_argument("--json", action="store_true", help="end with one JSON line of the results")
+    add_json(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from pipelines.cli_options import add_json, add_tracking_uri
 from pipelines.resources import DEFAULT_WAIT_S
 
 
@@ -49,8 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage", metavar="DIR",
                         help="where searches live (Tune experiments, trial checkpoints; default: "
                              "$IGAN_HOME/ray_results)")
-    parser.add_argument("--tracking-uri", metavar="URI",
-                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under $IGAN_HOME)")
+    add_tracking_uri(parser)
     parser.add_argument("--experiment", default="igan", metavar="NAME", help="MLflow experiment (default: igan)")
     parser.add_argument("--name", metavar="NAME", help="search name (default: tune-<space>-<time>-<id>)")
     parser.add_argument("--resume", action="store_true",
@@ -66,8 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-register", action="store_true", help="do not register the best trial's models")
     parser.add_argument("--verbose", action="store_true",
                         help="also show Ray Tune's status output and Ray's and MLflow's own log lines")
-    parser.add_argument("--json", action="store_true",
-                        help="end with one JSON line: best config, metric, model URIs, run ids")
+    add_json(parser, "end with one JSON line: best config, metric, model URIs, run ids")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,6 +8,8 @@ import argparse
 import json
 import sys
 
+from pipelines.cli_options import add_model_loading, add_model_uri
+
 DEFAULT_N = 50
 DEFAULT_PORT = 8765
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -15,8 +17,7 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``igan turing``."""
-    parser.add_argument("model_uri", metavar="MODEL_URI",
-                        help="models:/igan-<preset>-generator@latest, models:/NAME/VERSION or runs:/RUN_ID/generator")
+    add_model_uri(parser)
     parser.add_argument("--data", metavar="ROOT",
                         help="shard root of the real images (default: the run's data.path; digits: the "
                              "cache `igan train` uses)")
@@ -33,11 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feedback", action="store_true", help="tell annotators after each answer whether it was right")
     parser.add_argument("--summary", action="store_true",
                         help="print the annotators' accuracy and log it to the model's MLflow run instead of serving")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                        help="where the generator runs (default: CUDA when available)")
-    parser.add_argument("--tracking-uri", metavar="URI",
-                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under $IGAN_HOME)")
-    parser.add_argument("--json", action="store_true", help="end with one JSON line of the results")
+    add_model_loading(parser, noise_seed=False, trust_pickled=False)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@ records. Readers are small picklable objects (a path and options), so a Ray Data
 the records of any slice of the index on any node that sees the same files."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator, NamedTuple
 
@@ -35,7 +36,8 @@ class Record:
 
 
 class Source:
-    """A raw data set on disk. Subclasses set the class attributes and implement the methods."""
+    """A raw data set on disk. Subclasses set the class attributes that differ from these defaults
+    (RGB, PNG, 5000 samples per shard) and implement the methods."""
 
     name: ClassVar[str] = ""
     channels: ClassVar[int] = 3          # channels of the stored images (1: greyscale, 3: RGB)
@@ -65,12 +67,49 @@ class Source:
         carries ``error``)."""
         raise NotImplementedError
 
+    def src_path(self, folder: str | None = None) -> str:
+        """The absolute path of ``src``. SourceError when it does not exist, or, with ``folder`` (what
+        it must be instead, e.g. ``"the folder of the idx files"``), when it is not a folder."""
+        path = os.path.abspath(str(self.src))
+        if not os.path.exists(path):
+            raise SourceError(f"{self.name} source {'folder ' if folder else ''}not found: {self.src}")
+        if folder and not os.path.isdir(path):
+            raise SourceError(f"{self.name} --src must be {folder}, got a file: {self.src}")
+        return path
+
     def check_split(self, split: str) -> None:
         """SourceError naming the available splits when ``split`` is not one of them."""
         have = self.splits()
         if split not in have:
             raise SourceError(f"{self.name} source {self.src or ''} has no split '{split}' "
                               f"(has: {', '.join(have) or 'none'})".replace("  ", " "))
+
+
+class DigitArraySource(Source):
+    """A source of the ten digits 0..9 whose split is one array of images and one of labels
+    (:meth:`arrays`): its index is the rows in order, keyed by row number."""
+
+    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """Images ``uint8 [N, H, W]`` or ``[N, H, W, 3]`` and labels ``int64 [N]`` of ``split``."""
+        raise NotImplementedError
+
+    def array_name(self, split: str) -> str:
+        """Where ``split``'s arrays come from, as a Record's ``source`` names it (``NAME[row]``)."""
+        raise NotImplementedError
+
+    def classes(self) -> list[str]:
+        return [str(k) for k in range(10)]
+
+    def entries(self, split: str) -> list[Entry]:
+        self.check_split(split)
+        _, labels = self.arrays(split)
+        return [Entry(f"{i:06d}", int(y), i) for i, y in enumerate(labels)]
+
+    def read(self, split: str, entries: list[Entry]) -> Iterator[Record]:
+        images, _ = self.arrays(split)
+        name = self.array_name(split)
+        for e in entries:
+            yield Record(e.key, e.label, f"{name}[{e.loc}]", pixels=images[e.loc])
 
 
 def describe_error(exc: BaseException) -> str:

@@ -107,16 +107,11 @@ class Cifar10Source(Source):
     """``cifar10``: RGB ``uint8 [32, 32, 3]`` images, 10 classes, splits train (50,000) and test."""
 
     name = "cifar10"
-    channels = 3
-    fmt = "png"
     native_size = 32
-    samples_per_shard = 5000
 
     def __init__(self, src: str | None = None):
         super().__init__(src)
-        path = os.path.abspath(str(src))
-        if not os.path.exists(path):
-            raise SourceError(f"cifar10 source not found: {src}")
+        path = self.src_path()
         if os.path.isdir(path) and os.path.isdir(os.path.join(path, FOLDER)):
             path = os.path.join(path, FOLDER)
         if os.path.isfile(path):

@@ -101,10 +101,7 @@ class ImageNetSource(Source):
 
     def __init__(self, src: str | None = None, words_file: str | None = None, devkit: str | None = None):
         super().__init__(src)
-        root = os.path.abspath(str(src))
-        if not os.path.isdir(root):
-            raise SourceError(f"imagenet source folder not found: {src}" if not os.path.exists(root)
-                              else f"imagenet --src must be a folder holding train/ and val/, got a file: {src}")
+        root = self.src_path(folder="a folder holding train/ and val/")
         kaggle = os.path.join(root, "ILSVRC", "Data", "CLS-LOC")
         self.meta_root = root
         self.root = kaggle if os.path.isdir(kaggle) else root

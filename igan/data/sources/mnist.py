@@ -6,11 +6,10 @@ from __future__ import annotations
 import gzip
 import os
 from functools import lru_cache
-from typing import Iterator
 
 import numpy as np
 
-from igan.data.sources.base import Entry, Record, Source, SourceError
+from igan.data.sources.base import DigitArraySource, SourceError
 
 PREFIX = {"train": "train", "test": "t10k"}
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -64,21 +63,16 @@ def load_idx_pair(images_path: str, labels_path: str) -> tuple[np.ndarray, np.nd
     return images, labels.astype(np.int64)
 
 
-class MnistSource(Source):
+class MnistSource(DigitArraySource):
     """``mnist``: greyscale ``uint8 [28, 28]`` images, digits 0..9, splits train (60,000) and test."""
 
     name = "mnist"
     channels = 1
-    fmt = "png"
     native_size = 28
-    samples_per_shard = 5000
 
     def __init__(self, src: str | None = None):
         super().__init__(src)
-        path = os.path.abspath(str(src))
-        if not os.path.isdir(path):
-            raise SourceError(f"mnist source folder not found: {src}" if not os.path.exists(path)
-                              else f"mnist --src must be the folder of the idx files, got a file: {src}")
+        path = self.src_path(folder="the folder of the idx files")
         self.root = path
         self._files = {}
         for split, prefix in PREFIX.items():
@@ -92,16 +86,8 @@ class MnistSource(Source):
     def splits(self) -> list[str]:
         return list(self._files)
 
-    def classes(self) -> list[str]:
-        return [str(k) for k in range(10)]
+    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        return load_idx_pair(*self._files[split])
 
-    def entries(self, split: str) -> list[Entry]:
-        self.check_split(split)
-        _, labels = load_idx_pair(*self._files[split])
-        return [Entry(f"{i:06d}", int(y), i) for i, y in enumerate(labels)]
-
-    def read(self, split: str, entries: list[Entry]) -> Iterator[Record]:
-        images, _ = load_idx_pair(*self._files[split])
-        name = os.path.basename(self._files[split][0])
-        for e in entries:
-            yield Record(e.key, e.label, f"{name}[{e.loc}]", pixels=images[e.loc])
+    def array_name(self, split: str) -> str:
+        return os.path.basename(self._files[split][0])

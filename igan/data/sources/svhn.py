@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from typing import Iterator
 
 import numpy as np
 
-from igan.data.sources.base import Entry, Record, Source, SourceError, describe_error
+from igan.data.sources.base import DigitArraySource, SourceError, describe_error
 
 SPLIT_FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat", "extra": "extra_32x32.mat"}
 
@@ -36,21 +35,15 @@ def load_mat(path: str) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(x.transpose(3, 0, 1, 2).astype(np.uint8)), labels
 
 
-class SvhnSource(Source):
+class SvhnSource(DigitArraySource):
     """``svhn``: RGB ``uint8 [32, 32, 3]`` images, digits 0..9; splits train, test (and extra)."""
 
     name = "svhn"
-    channels = 3
-    fmt = "png"
     native_size = 32
-    samples_per_shard = 5000
 
     def __init__(self, src: str | None = None):
         super().__init__(src)
-        path = os.path.abspath(str(src))
-        if not os.path.isdir(path):
-            raise SourceError(f"svhn source folder not found: {src}" if not os.path.exists(path)
-                              else f"svhn --src must be the folder holding train_32x32.mat etc., got a file: {src}")
+        path = self.src_path(folder="the folder holding train_32x32.mat etc.")
         self.root = path
         self._splits = [s for s, f in SPLIT_FILES.items() if os.path.isfile(os.path.join(path, f))]
         if not self._splits:
@@ -59,15 +52,8 @@ class SvhnSource(Source):
     def splits(self) -> list[str]:
         return list(self._splits)
 
-    def classes(self) -> list[str]:
-        return [str(k) for k in range(10)]
+    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        return load_mat(os.path.join(self.root, SPLIT_FILES[split]))
 
-    def entries(self, split: str) -> list[Entry]:
-        self.check_split(split)
-        _, labels = load_mat(os.path.join(self.root, SPLIT_FILES[split]))
-        return [Entry(f"{i:06d}", int(y), i) for i, y in enumerate(labels)]
-
-    def read(self, split: str, entries: list[Entry]) -> Iterator[Record]:
-        images, _ = load_mat(os.path.join(self.root, SPLIT_FILES[split]))
-        for e in entries:
-            yield Record(e.key, e.label, f"{SPLIT_FILES[split]}[{e.loc}]", pixels=images[e.loc])
+    def array_name(self, split: str) -> str:
+        return SPLIT_FILES[split]
