@@ -29,7 +29,7 @@ import torch  # noqa: E402
 RAY_WORKER_NICENESS = 15
 
 
-def bench_config(model: str, batch_size: int | None = None):
+def bench_config(model: str, batch_size: int | None = None, log_every: int | None = None):
     """The preset config used for ``model`` (``digits`` or ``cifar10``), cheap data-dependent init."""
     from igan.config import apply_overrides
     from igan.presets import get_preset
@@ -37,6 +37,8 @@ def bench_config(model: str, batch_size: int | None = None):
     sets = ["techniques.wn_init_examples=100"]
     if batch_size:
         sets.append(f"data.batch_size={batch_size}")
+    if log_every:
+        sets.append(f"train.log_every={log_every}")
     return apply_overrides(get_preset(model), sets)
 
 
@@ -94,9 +96,9 @@ def ray_loop(config: dict) -> None:
 
     from igan.config import Config
     from igan.data.feed import MemoryFeed
+    from igan.loop import StepMeter, run_epoch
     from igan.trainer import Trainer
-    from igan.loop import run_epoch
-    from pipelines.worker import _wrapper, seed_rank
+    from pipelines.worker import Events, _wrapper, seed_rank, step_reporter
 
     torch.set_num_threads(config["threads"])
     cfg = Config.from_dict(config["config"])
@@ -110,8 +112,12 @@ def ray_loop(config: dict) -> None:
                       wrap=_wrapper(synced))
     seed_rank(trainer, cfg, rank)
 
+    meter = None
+    if config.get("events") is not None and rank == 0:  # igan train's per-step events to the driver
+        meter = StepMeter(cfg.train.log_every, step_reporter(Events(config["events"], rank), world), 0, 0, 10**9)
+
     def run_chunk(chunk):
-        _, stop = run_epoch(trainer, chunk, synced, rank)
+        _, stop = run_epoch(trainer, chunk, synced, rank, meter=meter)
         assert stop is None, stop
     step_s = time_chunks(run_chunk, batches_forever(feed), config["warmup"], config["steps"], config["chunks"])
     if rank == 0:  # Ray Train V2 keeps reported metrics only with checkpoints: a file instead
@@ -120,20 +126,37 @@ def ray_loop(config: dict) -> None:
 
 
 def ray_step_time(cfg, workers: int, threads: int, warmup: int, steps: int, chunks: int, storage: str,
-                  independent: bool = False) -> dict:
+                  independent: bool = False, step_events: bool = False) -> dict:
     """Rank 0's steady-state seconds per step inside Ray Train with ``workers`` x ``threads``
-    (``independent``: without DDP or any collective, see :func:`ray_loop`)."""
+    (``independent``: without DDP or any collective, see :func:`ray_loop`). ``step_events``: as
+    ``igan train`` runs, rank 0 sends a ``step`` event every ``train.log_every`` steps and this
+    driver shows it (plain lines, discarded) and logs it to an MLflow run (sqlite in ``storage``)."""
+    import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     out = os.path.join(storage, f"metrics-{time.time_ns()}.json")
+    queue = None
+    if step_events:
+        from pipelines.event_pump import driver_queue
+
+        queue = driver_queue(ray)
     trainer = TorchTrainer(
         ray_loop, train_loop_config={"config": cfg.to_dict(), "threads": threads, "warmup": warmup,
                                      "steps": steps, "chunks": chunks, "out": out,
-                                     "independent": independent},
+                                     "independent": independent, "events": queue},
         scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": threads}),
         run_config=RunConfig(storage_path=storage, name=f"bench-{os.getpid()}-{time.time_ns()}"))
-    trainer.fit()
+    if queue is None:
+        trainer.fit()
+    else:
+        from pipelines.event_pump import Pump
+        from pipelines.progress import TrainProgress
+        from pipelines.tracking import RunTracker
+
+        with RunTracker(f"sqlite:///{storage}/mlflow.db", "ray_overhead") as tracker:
+            progress = TrainProgress(log=lambda line: None, tracker=tracker, epochs=1, tty=False)
+            Pump(trainer.fit, [(queue, progress.handle)]).run()
     with open(out) as f:
         return json.load(f)
 
@@ -156,21 +179,25 @@ def main() -> None:
     p.add_argument("--cifar-batch", type=int, default=50)
     p.add_argument("--chunks", type=int, default=4)
     p.add_argument("--models", default="digits,cifar10")
+    p.add_argument("--no-step-events", dest="step_events", action="store_false",
+                   help="time the worker without igan train's per-step events and their MLflow logging")
+    p.add_argument("--log-every", type=int, default=None, help="train.log_every (default: the preset's)")
     args = p.parse_args()
 
     import tempfile
 
     os.nice(max(0, RAY_WORKER_NICENESS - os.nice(0)))
     start_ray(args.threads)
-    out: dict = {"benchmark": "ray_overhead", "device": "cpu", "threads": args.threads, "target_max_ratio": 1.05}
+    out: dict = {"benchmark": "ray_overhead", "device": "cpu", "threads": args.threads, "target_max_ratio": 1.05,
+                 "step_events": args.step_events, "log_every": args.log_every}
     with tempfile.TemporaryDirectory() as storage:
         for model in args.models.split(","):
             cifar = model == "cifar10"
-            cfg = bench_config(model, args.cifar_batch if cifar else None)
+            cfg = bench_config(model, args.cifar_batch if cifar else None, args.log_every)
             w, s = (args.cifar_warmup, args.cifar_steps) if cifar else (args.warmup, args.steps)
             chunks = min(args.chunks, s)
             before = plain_step_time(cfg, args.threads, w, s, chunks)
-            ray_metrics = ray_step_time(cfg, 1, args.threads, w, s, chunks, storage)
+            ray_metrics = ray_step_time(cfg, 1, args.threads, w, s, chunks, storage, step_events=args.step_events)
             after = plain_step_time(cfg, args.threads, w, s, chunks)
             plain = (before + after) / 2
             out[model] = {"plain_step_s": round(plain, 5), "plain_before_s": round(before, 5),

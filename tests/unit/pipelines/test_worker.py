@@ -35,9 +35,10 @@ def test_step_events_sum_images_over_the_ranks():
 
 
 def test_igan_warnings_go_to_the_driver_others_stay():
-    q = _Queue()
+    q, others = _Queue(), []
     saved = warnings.showwarning
     try:
+        warnings.showwarning = lambda message, *rest, **kw: others.append(str(message))  # the worker's default
         forward_warnings(Events(q, rank=2))
         with warnings.catch_warnings():
             warnings.simplefilter("always")
@@ -48,3 +49,4 @@ def test_igan_warnings_go_to_the_driver_others_stay():
         warnings.showwarning = saved
     assert q.items == [{"kind": "log", "rank": 2, "level": "WARNING",
                         "message": "RuntimeWarning: sqrtm has an imaginary part"}]
+    assert others == ["not ours"]
