@@ -107,6 +107,6 @@ def find_record(storage: str, name: str | None, kind: RecordKind) -> dict:
     """The record ``--resume`` continues: job ``name``'s, else the latest; UserError when none."""
     record = read_record(storage, name, kind) if name else latest_record(storage, kind)
     if record is None:
-        where = f"{kind.noun} '{name}' in {storage}" if name else f"any {kind.noun} in {storage}"
+        where = f"{kind.noun} '{name}' in {storage}" if name else f"{kind.noun} in {storage}"
         raise UserError(f"--resume: found no {where} (see --storage and --name)")
     return record
