@@ -104,12 +104,12 @@ async function answer(choice) {
     }
     show(progress);
   } catch (err) {
-    $("error").textContent = err.message;
-    // Answered already (another tab of the same annotator): move on to their next image.
+    // Answered already (another tab of the same annotator): move on to their next image, then say
+    // why (the message last, so a page showing it is already on the next image).
     if (err.status === 409) {
       try { show(await api("/api/next?annotator=" + encodeURIComponent(annotator))); } catch (e) { /* keep the message */ }
-      $("error").textContent = err.message;
     }
+    $("error").textContent = err.message;
   }
   busy = false;
 }
