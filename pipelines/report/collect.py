@@ -11,7 +11,9 @@ both spellings are read.
 from __future__ import annotations
 
 import io
+import math
 import re
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,14 +149,22 @@ def _check_run(client, run_id: str, tracking_uri: str) -> None:
 
 # -- what it logged ---------------------------------------------------------------------------------
 
+def metric_value(value: float) -> float:
+    """A logged metric value as it was logged: MLflow stores an infinity as the largest finite
+    float, which is turned back into one (so it is left out of charts, not drawn as 1.8e308)."""
+    value = float(value)
+    return math.copysign(math.inf, value) if abs(value) >= sys.float_info.max else value
+
+
 def history_points(metrics) -> list[tuple[int, float]]:
-    """``(step, value)`` per step of MLflow ``Metric`` records, step order; where a step was logged
-    more than once (a resumed run) the latest timestamp wins."""
+    """``(step, value)`` per step of MLflow ``Metric`` records, step order, values by
+    :func:`metric_value`; where a step was logged more than once (a resumed run) the latest
+    timestamp wins."""
     latest: dict[int, tuple[int, float]] = {}
     for m in metrics:
         step, stamp = int(m.step), int(m.timestamp or 0)
         if step not in latest or stamp >= latest[step][0]:
-            latest[step] = (stamp, float(m.value))
+            latest[step] = (stamp, metric_value(m.value))
     return [(step, value) for step, (_, value) in sorted(latest.items())]
 
 

@@ -34,7 +34,7 @@ h3 { font-size: 1rem; margin: 1rem 0 .4rem; }
 table { border-collapse: collapse; font-size: .88rem; margin: .4rem 0; }
 th, td { border: 1px solid #ddd; padding: .2rem .5rem; text-align: left; vertical-align: top; }
 th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.differs td { background: #fff4cc; } .none { color: #999; }
+tr.differs td { background: #fff4cc; } td.time { white-space: nowrap; } .none { color: #999; }
 .swatch { display: inline-block; width: .8rem; height: .8rem; margin-right: .35rem; vertical-align: -1px; }
 .charts { display: flex; flex-wrap: wrap; gap: .6rem 1rem; }
 svg.chart { background: #fff; border: 1px solid #eee; }
@@ -55,10 +55,11 @@ document.getElementById("only-differing").addEventListener("change", function (e
 """
 
 
-def _time(ms: int | None) -> str:
+def _time(ms: int | None, zone: bool = True) -> str:
     if not ms:
         return "-"
-    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    text = dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return text + " UTC" if zone else text
 
 
 def duration_text(start_ms: int | None, end_ms: int | None) -> str:
@@ -92,10 +93,11 @@ def _runs_table(report: Report, labels: list[str]) -> str:
         rows.append(
             f'<tr class="run" data-run-id="{escape(run.run_id)}"><td>{_swatch(i)}{escape(label)}</td>'
             f"<td><code>{escape(run.run_id)}</code></td><td>{escape(target.uri)}</td><td>{model}</td>"
-            f"<td>{escape(run.experiment)}</td><td>{escape(run.status)}</td><td>{_time(run.start_ms)}</td>"
-            f"<td>{_time(run.end_ms)}</td><td>{duration_text(run.start_ms, run.end_ms)}</td></tr>")
+            f"<td>{escape(run.experiment)}</td><td>{escape(run.status)}</td>"
+            f'<td class="time">{_time(run.start_ms, zone=False)}</td><td class="time">{_time(run.end_ms, zone=False)}'
+            f"</td><td>{duration_text(run.start_ms, run.end_ms)}</td></tr>")
     return ("<table id=\"runs\"><tr><th>run</th><th>run id</th><th>asked for</th><th>model version</th>"
-            "<th>experiment</th><th>status</th><th>start</th><th>end</th><th>duration</th></tr>"
+            "<th>experiment</th><th>status</th><th>start (UTC)</th><th>end (UTC)</th><th>duration</th></tr>"
             + "".join(rows) + "</table>")
 
 

@@ -67,6 +67,15 @@ def test_history_has_one_point_per_step_the_latest_logged():
     assert points[2][0] == 3 and points[2][1] != points[2][1]  # NaN kept: the chart drops it
 
 
+def test_infinities_stored_as_the_largest_float_are_infinite_again():
+    import math
+    import sys
+
+    points = collect.history_points([Metric(1, sys.float_info.max, 1), Metric(2, -sys.float_info.max, 2),
+                                     Metric(3, 1e300, 3)])
+    assert points == [(1, math.inf), (2, -math.inf), (3, 1e300)]
+
+
 @pytest.mark.parametrize("n, total, expected", [
     (12, 5, [0, 1, 2, 3, 4]), (3, 10, [0, 4, 9]), (1, 10, [9]), (0, 10, []), (4, 100, [0, 33, 66, 99]),
 ])
