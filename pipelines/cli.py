@@ -18,6 +18,7 @@ COMMANDS = {
     "score": "score a registered generator (Inception or domain score)",
     "models": "list registered igan models, versions and aliases",
     "turing": "human visual Turing test of a registered generator as a local web page; --summary reports it",
+    "report": "one self-contained HTML page comparing runs: config, curves, samples, final metrics",
 }
 
 

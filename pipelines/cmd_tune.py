@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         out = {k: summary[k] for k in ("name", "space", "preset", "metric", "mode", "best_value", "best_test_value", "best_trial",
                                        "best_run_id", "best_config", "model_uris", "parent_run_id", "experiment",
-                                       "tracking_uri", "path", "seconds")}
+                                       "tracking_uri", "path", "report_artifact", "seconds")}
         out["best_full_config"] = summary["best_full_config"]
         out["trials"] = summary["trials"]
         print(json.dumps(out, default=str), flush=True)

@@ -120,6 +120,12 @@ def test_asha_search_stopped_and_resumed(ray_local, tmp_path, tracking_server, d
                                                                            str(tmp_path))).read())))
     assert {r["trial"] for r in table} == set(children)
     assert [f.path for f in client.list_artifacts(parent_id, "plots")] == ["plots/val_ssl_error_vs_params.png"]
+    # and the report comparing the trials (all 4: fewer than the report's limit), best first
+    assert summary["report_artifact"] == "report.html"
+    page = open(client.download_artifacts(parent_id, "report.html", str(tmp_path))).read()
+    order = sorted(children.values(), key=lambda r: page.index(f'data-run-id="{r.info.run_id}"'))
+    assert order[0].info.run_id == summary["best_run_id"]
+    assert "all 4 trials by val_ssl_error" in page and page.count('data-series="') >= 4
     assert "trial" in out.err and "val_ssl_error" in out.err  # the table was printed (stderr with --json)
 
 

@@ -6,11 +6,9 @@ to ``tests/artifacts/turing.png`` (ignored by git) and prints its path."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import queue
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -29,39 +27,16 @@ from pipelines.tracking import RunTracker, make_client
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 from helpers import REPO  # noqa: E402
+from helpers.browser import headless_chromium, needs_browser  # noqa: E402
 ARTIFACTS = REPO / "tests" / "artifacts"
-
-
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if path := shutil.which(name):
-            return path
-    return None
-
-
-def _browser_missing() -> str | None:
-    """Why the browser test cannot run here, or None."""
-    if importlib.util.find_spec("playwright") is None:
-        return "playwright is not installed"
-    if _chromium() is None:
-        return "no Chromium installed (apt-get install chromium)"
-    return None
-
-
-#: Skips a test before any of its fixtures start (MLflow server, model) where no browser can run.
-needs_browser = pytest.mark.skipif(_browser_missing() is not None, reason=_browser_missing() or "")
 
 
 @pytest.fixture(scope="module")
 def browser():
     """A headless Chromium driven by Playwright (Debian's browser; Playwright's own builds are not
     downloaded)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=_chromium(), headless=True)
+    with headless_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

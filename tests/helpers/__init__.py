@@ -2,8 +2,9 @@
 path through tests/conftest.py): the repository root, a free local port and tiny model configs.
 The modules beside this one hold the larger helpers: fault hooks (``faults``), format-faithful data
 fixtures (``fixtures_formats``), the cluster-file checks (``cluster_checks``, ``cluster_commands``),
-the credential-checking proxy (``auth_proxy``), the CLI runner (``cli_run``) and job folders
-(``train_jobs``)."""
+the credential-checking proxy (``auth_proxy``), the CLI runner (``cli_run``), job folders
+(``train_jobs``), headless Chromium for the browser tests (``browser``) and runs shaped like
+training runs for the report tests (``report_runs``)."""
 from __future__ import annotations
 
 import socket
