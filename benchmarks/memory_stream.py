@@ -58,9 +58,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VARIANTS = ("stream", "whole_split")
 TARGET_RATIO = 1.1
 MIB = 1024 * 1024
-# D 128 -> 4 over five strided convs and a mirrored G: the preset's architecture at ~1/16 width,
-# so the model's own memory (a few MiB) does not hide the data path's.
-TINY = ["model.d_widths=[8,16,32,32,64]", "model.g_widths=[64,32,32,16,8]"]
+# D 128 -> 4 over five strided convs and a mirrored G: the DCGAN pair the preset had when this was
+# measured, at ~1/16 width, so the model's own memory (a few MiB) does not hide the data path's.
+TINY = ["model.name=imagenet_dcgan", "model.z_dim=100", "model.g_noise_channels=[]", "techniques.vbn_reference_size=64",
+        "model.d_widths=[8,16,32,32,64]", "model.g_widths=[64,32,32,16,8]"]
 
 
 # -- synthetic ImageNet-like shards -------------------------------------------------------------

@@ -29,7 +29,7 @@ def _f(default: Any, *, choices: tuple | None = None, low: float | None = None,
 
 
 DATASETS = ("digits", "mnist", "cifar10", "svhn", "imagenet", "ring8", "grid25")
-MODELS = ("mnist_mlp", "cifar_conv", "imagenet_dcgan", "toy_mlp")
+MODELS = ("mnist_mlp", "cifar_conv", "imagenet_dcgan", "imagenet_authors", "toy_mlp")
 
 
 @dataclass
@@ -64,10 +64,13 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = _f("mnist_mlp", choices=MODELS, help="generator/discriminator pair")
-    z_dim: int = _f(100, low=1, high=4096, help="latent dimension; z ~ U(0,1)")
+    z_dim: int = _f(100, low=1, high=8192, help="latent dimension; z ~ U(0,1) (imagenet_authors maps it to U(-1,1))")
     d_widths: list = _f([1000, 500, 250, 250, 250],
                         help="discriminator widths: hidden units (MLPs) or conv channels (conv nets)")
     g_widths: list = _f([500, 500], help="generator widths: hidden units (MLPs) or channels")
+    g_noise_channels: list = _f([], low=0, high=4096,
+                                help="imagenet_authors: U(-1,1) noise channels appended after each generator layer, "
+                                     "one entry per g_widths entry ([]: none)")
     d_input_noise: float = _f(0.3, low=0.0, high=10.0, help="std of Gaussian noise on D's input")
     d_hidden_noise: float = _f(0.5, low=0.0, high=10.0, help="std of Gaussian noise after D's hidden layers (MLP)")
     d_input_dropout: float = _f(0.0, low=0.0, high=0.99, help="dropout on D's input (conv nets)")
@@ -140,7 +143,7 @@ MLP_DISCRIMINATORS = ("mnist_mlp", "toy_mlp")
 #: How many feature layers each model's discriminator offers to ``techniques.fm_layer``, from
 #: ``model.d_widths``: known here so a bad index fails before a Ray job starts, not in each worker
 #: (tests/unit/igan/test_models.py checks the table against the built discriminators).
-FEATURE_LAYERS = {"mnist_mlp": len, "toy_mlp": len, "imagenet_dcgan": len,
+FEATURE_LAYERS = {"mnist_mlp": len, "toy_mlp": len, "imagenet_dcgan": len, "imagenet_authors": len,
                   "cifar_conv": lambda widths: 3}  # the two stage means and the global pool
 
 SECTIONS = {

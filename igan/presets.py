@@ -61,18 +61,23 @@ PRESETS: dict[str, dict] = {
         "train": {"epochs": 900},
         "eval": {"scorer": "domain"},
     },
+    # The authors' ImageNet code (igan.models.imagenet_authors; model.name=imagenet_dcgan is igan's
+    # earlier DCGAN stand-in): their df_dim = gf_dim = 64, z of 8,192 dims, 16 images per GPU and a
+    # VBN reference batch of 16.
     "imagenet128": {
-        "model": {"name": "imagenet_dcgan", "z_dim": 100, "d_widths": [64, 128, 256, 512, 1024],
-                  "g_widths": [1024, 512, 256, 128, 64], "d_input_noise": 0.1, "d_hidden_noise": 0.0},
-        # D has 1000 class logits plus the fixed generated logit; every image is labeled.
+        "model": {"name": "imagenet_authors", "z_dim": 8192,
+                  "d_widths": [64, 128, 256, 256, 256, 512, 512, 2560],
+                  "g_widths": [512, 256, 128, 64, 64, 64], "g_noise_channels": [64, 64, 32, 16, 8, 8],
+                  "d_input_noise": 0.1, "d_hidden_noise": 0.0},
+        # D has 1000 class logits plus the generated logit; every image is labeled.
         "techniques": {"semi_supervised": True, "feature_matching": False, "generator_loss": "nonsaturating",
                        "minibatch_discrimination": True, "mbd_kernels": 300, "mbd_dim": 50,
                        "real_label": 0.75, "generator_label": 0.375, "virtual_batch_norm": True,
-                       "vbn_reference_size": 64, "weight_norm": False, "eval_ema": False},
+                       "vbn_reference_size": 16, "weight_norm": False, "eval_ema": False},
         "optim": {"lr_d": 4e-4, "lr_g": 4e-4, "beta1": 0.5},
         "data": {"dataset": "imagenet", "image_size": 128, "channels": 3, "num_classes": 1000,
                  "labels_per_class": -1, "val_per_class": 10, "test_split": "val",
-                 "pixel_range": "symmetric", "batch_size": 64},
+                 "pixel_range": "symmetric", "batch_size": 16},
         "train": {"epochs": 100, "checkpoint_every": 1},
         "eval": {"every": 1, "scorer": "inception"},
     },

@@ -119,19 +119,21 @@ class Trainer:
 
         ``x_unl``: unlabeled real batch ``[B, ...]`` in model range; ``x_unl2``: a second,
         independently shuffled unlabeled batch for feature matching (defaults to ``x_unl``);
-        ``x_lab``/``y_lab``: labeled batch and ``int64`` labels (semi-supervised presets).
+        ``x_lab``/``y_lab``: labeled batch and ``int64`` labels (semi-supervised presets); ``x_lab``
+        may be ``x_unl`` itself (a fully labeled feed), which a joint discriminator then sees once.
         Returns the losses as floats: ``loss_d``, ``loss_g`` and, when semi-supervised,
         ``loss_lab``/``loss_unl``. Raises NonFiniteLossError on a NaN/inf loss.
         """
         cfg, t = self.cfg, self.cfg.techniques
         self.G_train.train()
         self.D_train.train()
+        same_lab = x_lab is x_unl  # a fully labeled feed hands the unlabeled batch in as the labeled one
         x_unl = self._to_device(x_unl)
         x_unl2 = self._to_device(x_unl2) if x_unl2 is not None else x_unl
         if t.semi_supervised:
             if x_lab is None or y_lab is None:
                 raise ValueError("semi-supervised training needs a labeled batch (x_lab, y_lab)")
-            x_lab, y_lab = self._to_device(x_lab), y_lab.to(self.device, non_blocking=True)
+            x_lab, y_lab = x_unl if same_lab else self._to_device(x_lab), y_lab.to(self.device, non_blocking=True)
         logs = self._d_step(x_unl, x_lab, y_lab)
         for _ in range(cfg.optim.g_steps):
             logs["loss_g"] = self._g_step(x_unl2)
@@ -148,9 +150,12 @@ class Trainer:
         t = self.cfg.techniques
         with torch.no_grad(), self._autocast():
             x_gen = self.G_train(self.sample_z(x_unl.shape[0]))
+        # A joint D (cross batch norm, joint minibatch features) treats every row before the
+        # generated group as real: the same images twice would be compared with their own copies.
+        shared = self.D.joint_batch and x_lab is x_unl
         if t.r1_gamma > 0:
             x_unl = x_unl.detach().requires_grad_(True)
-        groups = [x_lab, x_unl, x_gen] if t.semi_supervised else [x_unl, x_gen]
+        groups = [x_unl, x_gen] if not t.semi_supervised or shared else [x_lab, x_unl, x_gen]
         sizes = [g.shape[0] for g in groups]
         with self._autocast():
             # One D pass over all groups (one DDP forward per backward); minibatch discrimination
@@ -159,7 +164,8 @@ class Trainer:
         parts = logits.float().split(sizes)
         logs: dict[str, torch.Tensor] = {}
         if t.semi_supervised:
-            loss_lab, loss_unl = ssl_discriminator_loss(parts[0], y_lab, parts[1], parts[2], real_target=t.real_label)
+            lab, unl, gen = (parts[0], *parts) if shared else parts
+            loss_lab, loss_unl = ssl_discriminator_loss(lab, y_lab, unl, gen, real_target=t.real_label)
             loss_d = loss_lab + loss_unl
             logs.update(loss_lab=loss_lab, loss_unl=loss_unl)
         else:
@@ -183,13 +189,20 @@ class Trainer:
         try:
             with self._autocast():
                 x_gen = self.G_train(self.sample_z(x_real.shape[0]))
-                if t.feature_matching:
+                if self.D.joint_batch:
+                    # D's features of the generated rows depend on the real rows of the batch
+                    n = x_real.shape[0]
+                    logits, feats = self.D(torch.cat([x_real.to(x_gen.dtype), x_gen]), group_sizes=[n, len(x_gen)])
+                    logits_gen, f_real, f_fake = logits[n:], feats[:n].detach(), feats[n:]
+                elif t.feature_matching:
                     with torch.no_grad():
                         _, f_real = self.D(x_real)
-                    _, f_fake = self.D(x_gen)
-                    loss_g = feature_matching_loss(f_real, f_fake, t.fm_norm)
+                    logits_gen, f_fake = self.D(x_gen)
                 else:
                     logits_gen, _ = self.D(x_gen)
+                if t.feature_matching:
+                    loss_g = feature_matching_loss(f_real, f_fake, t.fm_norm)
+                else:
                     loss_g = generator_adversarial_loss(logits_gen, t.generator_loss, t.generator_label)
             loss_g = self._optimizer_step(loss_g, self.opt_g, self.ha_g)
         finally:

@@ -168,8 +168,9 @@ def _placement_group():
 
 def _wrapper(world: int):
     """``prepare_model`` (DDP when ``world`` > 1). Buffers are not broadcast on every forward: the
-    only ones are G's batch-norm running statistics (used only to generate in eval mode) and VBN's
-    fixed reference noise (identical on all ranks from the start)."""
+    only ones are running statistics used only in eval mode (G's batch norm; the ImageNet D's cross
+    batch norm and real-to-generated closeness, from each rank's own batches as the authors' batch
+    statistics are per GPU) and VBN's fixed reference noise (identical on all ranks from the start)."""
     import ray.train.torch
 
     def wrap(module: torch.nn.Module) -> torch.nn.Module:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from igan.config import Config, ConfigError
-from igan.models import conv, imagenet, mlp, toy  # noqa: F401  (registers the families)
+from igan.models import conv, imagenet, imagenet_authors, mlp, toy  # noqa: F401  (registers the families)
 from igan.models.common import MODEL_REGISTRY, Discriminator, Generator
 
 

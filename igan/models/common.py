@@ -87,6 +87,12 @@ class Discriminator(nn.Module):
     :class:`~igan.layers.MinibatchDiscrimination`).
     """
 
+    #: True for a D whose layers compare real with generated rows (the authors' ImageNet D: cross
+    #: batch norm, joint minibatch features): the Trainer then gives it one batch of real rows
+    #: followed by generated rows, in the D step and in the G step, with ``group_sizes`` listing
+    #: the generated group last.
+    joint_batch = False
+
     def __init__(self, cfg: Config):
         super().__init__()
         self.fm_layer = cfg.techniques.fm_layer

@@ -1,4 +1,6 @@
-"""The ImageNet-128 pair: a DCGAN-style generator with virtual batch norm in every layer and a
+"""``model.name=imagenet_dcgan``: igan's DCGAN-style ImageNet-128 pair, the ``imagenet128`` preset's model
+before the authors' pair (:mod:`igan.models.imagenet_authors`) replaced it; kept as an option, and
+for runs and checkpoints that name it. A DCGAN-style generator with virtual batch norm in every layer and a
 strided-conv discriminator with Gaussian input noise and minibatch discrimination before the
 1000 class logits (the generated logit is the fixed 0 of the K+1 loss).
 

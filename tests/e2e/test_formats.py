@@ -26,8 +26,9 @@ FORMATS = {  # dataset: (raw fixture writer, preset, tiny overrides)
     "cifar10": (lambda d: make_cifar10(d, per_batch=12, n_test=10), "cifar10", CONV),
     "svhn": (lambda d: make_svhn(d, n_train=60, n_test=10), "svhn", CONV),
     "imagenet": (lambda d: make_imagenet(d, per_class=8, n_val=6), "imagenet128",
-                 ["data.num_classes=3", "model.d_widths=[4, 4, 4, 4, 4]", "model.g_widths=[8, 4, 4, 4, 4]",
-                  "techniques.mbd_kernels=4", "techniques.mbd_dim=2", "techniques.vbn_reference_size=4"]),
+                 ["data.num_classes=3", "model.d_widths=[4, 4, 4, 4, 4, 4, 4, 8]", "model.g_widths=[8, 4, 4, 4, 4, 4]",
+                  "model.g_noise_channels=[2, 2, 1, 1, 1, 1]", "techniques.mbd_kernels=4", "techniques.mbd_dim=2",
+                  "techniques.vbn_reference_size=4"]),
 }
 
 

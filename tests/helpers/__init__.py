@@ -23,8 +23,9 @@ TINY_MODELS = {
     "cifar10": ["model.d_widths=[8,8]", "model.g_widths=[16,8,8]"],
     "svhn": ["model.d_widths=[8,8]", "model.g_widths=[16,8,8]", "techniques.minibatch_discrimination=true",
              "techniques.mbd_kernels=4", "techniques.mbd_dim=3"],
-    "imagenet128": ["model.d_widths=[4,4,4,4,8]", "model.g_widths=[8,4,4,4,4]", "techniques.mbd_kernels=5",
-                    "techniques.mbd_dim=3", "techniques.vbn_reference_size=3"],
+    "imagenet128": ["model.d_widths=[4,4,4,4,4,4,4,8]", "model.g_widths=[8,4,4,4,4,4]",
+                    "model.g_noise_channels=[2,2,1,1,1,1]", "techniques.mbd_kernels=5", "techniques.mbd_dim=3",
+                    "techniques.vbn_reference_size=3"],
     "ring8": [], "grid25": [],
 }
 
@@ -32,6 +33,17 @@ TINY_MODELS = {
 def tiny(preset: str) -> Config:
     """Preset ``preset`` with its models shrunk by :data:`TINY_MODELS`."""
     return apply_overrides(get_preset(preset), TINY_MODELS[preset])
+
+
+#: ``imagenet128`` with igan's earlier DCGAN pair (``model.name=imagenet_dcgan``) at tiny widths.
+TINY_IMAGENET_DCGAN = ["model.name=imagenet_dcgan", "model.d_widths=[4,4,4,4,8]", "model.g_widths=[8,4,4,4,4]",
+                       "model.g_noise_channels=[]", "techniques.mbd_kernels=5", "techniques.mbd_dim=3",
+                       "techniques.vbn_reference_size=3"]
+
+
+def tiny_imagenet_dcgan() -> Config:
+    """The ``imagenet128`` preset with the DCGAN pair at tiny widths (:data:`TINY_IMAGENET_DCGAN`)."""
+    return apply_overrides(get_preset("imagenet128"), TINY_IMAGENET_DCGAN)
 
 
 def free_port() -> int:

@@ -1,7 +1,7 @@
 """Every model family builds from its preset and has the paper's shapes (tiny widths on CPU)."""
 import pytest
 import torch
-from helpers import TINY_MODELS, tiny
+from helpers import TINY_MODELS, tiny, tiny_imagenet_dcgan
 
 from igan.config import FEATURE_LAYERS, ConfigError, apply_overrides
 from igan.layers import MinibatchDiscrimination
@@ -40,9 +40,11 @@ def test_weight_norm_scale_trainable_only_in_last_layers():
     assert d_g == ["out.g"] and g_g == ["out.g"]
 
 
-def test_vbn_generator_samples_do_not_depend_on_batch():
-    cfg = tiny("imagenet128")
+@pytest.mark.parametrize("name", ["imagenet_authors", "imagenet_dcgan"])
+def test_vbn_generator_samples_do_not_depend_on_batch(name):
+    cfg = tiny("imagenet128") if name == "imagenet_authors" else tiny_imagenet_dcgan()
     G, _ = build_models(cfg)
+    G.eval()  # sampling: the authors' noise channels are then a function of each row's z
     z = torch.rand(3, cfg.model.z_dim)
     torch.testing.assert_close(G(z)[:1], G(z[:1]))
     assert G.reference_z.shape == (3, cfg.model.z_dim)
@@ -124,9 +126,11 @@ def test_minibatch_head_width_on_and_off():
     for preset in TINY:  # every discriminator's output layer reads the head's width
         cfg = tiny(preset)
         _, D = build_models(cfg)
+        # the authors' ImageNet D: two features per kernel (closeness to the real and the generated rows)
+        per_kernel = 2 if cfg.model.name == "imagenet_authors" else 1
         kernels = cfg.techniques.mbd_kernels if cfg.techniques.minibatch_discrimination else 0
         assert (D.mbd is not None) == cfg.techniques.minibatch_discrimination
-        assert D.out.in_features == cfg.model.d_widths[-1] + kernels
+        assert D.out.in_features == cfg.model.d_widths[-1] + per_kernel * kernels
 
 
 def test_mbd_layer_out_of_range_or_unsupported_is_rejected():

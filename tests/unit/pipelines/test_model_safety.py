@@ -19,8 +19,9 @@ TINY = {  # each preset at tiny widths; imagenet128 with a batch of 4 so its MBD
     "mnist": ["model.d_widths=[16,8]", "model.g_widths=[16]"],
     "cifar10": ["model.d_widths=[8,8]", "model.g_widths=[16,8,8]"],
     "svhn": ["model.d_widths=[8,8]", "model.g_widths=[16,8,8]"],
-    "imagenet128": ["model.d_widths=[4,4,4,4,8]", "model.g_widths=[8,4,4,4,4]", "techniques.mbd_kernels=4",
-                    "techniques.mbd_dim=3", "techniques.vbn_reference_size=4", "data.batch_size=4"],
+    "imagenet128": ["model.d_widths=[4,4,4,4,4,4,4,8]", "model.g_widths=[8,4,4,4,4,4]",
+                    "model.g_noise_channels=[2,2,1,1,1,1]", "techniques.mbd_kernels=4", "techniques.mbd_dim=3",
+                    "techniques.vbn_reference_size=4", "data.batch_size=4"],
     "ring8": ["model.d_widths=[16]", "model.g_widths=[16]", "techniques.mbd_kernels=4"],
     "grid25": ["model.d_widths=[16]", "model.g_widths=[16]", "techniques.mbd_kernels=4"],
 }
