@@ -39,7 +39,7 @@ def crown(parent, search: Search, rows: list[dict], opts: TuneOptions, tracking_
     png = plot_results(rows, search, best)
     if png is not None:
         parent.log_artifact(png, "plots")
-    best_cfg = trial_config(search.base, best["_result"].config, search.keys, search.tied)
+    best_cfg = trial_config(search.base, best["_result"].config, search.keys, search.tied, search.overlays)
     model_uris = _register(parent, best, best_cfg, opts, tracking_uri)
     varied = {k: best[k] for k in search.keys}
     test_metric = reported_metric(search.metric)
