@@ -39,7 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--table", required=True, choices=list(TABLES))
     ap.add_argument("--scale", required=True, choices=grid.SCALES)
     ap.add_argument("--seeds", type=int, default=3, help="seeds per row (0..N-1; each also draws the labeled subset)")
-    ap.add_argument("--rows", default="", help="only these rows: values or labels, comma-separated (e.g. 10,20)")
+    ap.add_argument("--rows", default="", help="only these rows: values or labels, comma-separated (e.g. 10,20; "
+                                               "a label starting with '-' as --rows=-LS,-L)")
     ap.add_argument("--data", help="shard root (required at --scale full; smoke: synthetic fixtures without it)")
     ap.add_argument("--out", help="markdown file (default <storage>/paper_tables/<name>.md)")
     ap.add_argument("--storage", help="Ray Tune storage (default $IGAN_HOME/ray_results)")
@@ -165,7 +166,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     seconds = round(time.perf_counter() - t0, 1)
     command = "python benchmarks/paper_tables.py " + shlex.join(argv)
     heading = (f"{table.title} — {args.scale} scale, {args.seeds} seed{'s' * (args.seeds > 1)}, "
-               f"{len(summary['trials'])} runs in {seconds:.0f} s wall")
+               f"{len(summary['trials'])} run{'s' * (len(summary['trials']) != 1)} in {seconds:.0f} s wall")
     text = report.markdown(table, rows, heading, notes(table, args, data_note, opts.overrides)
                            + [f"Command: `{command}`; MLflow parent run {summary['parent_run_id']} "
                               f"(experiment `{args.experiment}`)."], reference)
@@ -173,6 +174,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     out.write_text(text)
     client = MlflowClient(tracking_uri=tracking_uri)
     client.log_text(summary["parent_run_id"], text, "paper_table.md")
+    client.set_tag(summary["parent_run_id"], "igan.paper_table", f"{table.name} {args.scale}")
     per_run = [_with_split_std(client, t, table) for t in summary["trials"]]
     return {"benchmark": "paper_tables", "table": table.name, "scale": args.scale, "seeds": args.seeds,
             "data": data_note, "unit": table.unit, "rows": rows, "reference": reference, "runs": per_run,
