@@ -50,7 +50,7 @@ def crown(parent, search: Search, rows: list[dict], opts: TuneOptions, tracking_
     if png is not None:
         parent.log_artifact(png, "plots")
     report = attach_report(parent, rows, search, tracking_uri, name, log)
-    best_cfg = trial_config(search.base, best["_result"].config, search.keys, search.tied)
+    best_cfg = trial_config(search.base, best["_result"].config, search.keys, search.tied, search.overlays)
     model_uris = _register(parent, best, best_cfg, opts, tracking_uri)
     varied = {k: best[k] for k in search.keys}
     test_metric = reported_metric(search.metric)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from pipelines import defaults
 from pipelines.errors import UserError
@@ -48,10 +49,14 @@ class TuneOptions:
     #: loop (:func:`igan.loop.train_epochs`): the seam through which tests inject faults. Not a CLI
     #: option, and not stored with the search.
     hooks: list = field(default_factory=list)
+    #: The space itself (an object with a space module's names, see :mod:`tune_spaces`) instead of
+    #: loading ``space`` by name; ``space`` then only names it. Not a CLI option and not stored with
+    #: the search: a search started with one is resumed by passing it again.
+    space_module: Any = None
 
 
 #: Options that describe this invocation rather than the search: not stored in its record.
-PER_RUN = ("resume", "name", "storage", "verbose", "address", "wait_for_resources", "hooks")
+PER_RUN = ("resume", "name", "storage", "verbose", "address", "wait_for_resources", "hooks", "space_module")
 
 
 def validate(opts: TuneOptions) -> None:

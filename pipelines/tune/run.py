@@ -126,7 +126,8 @@ def _job(opts: TuneOptions, storage: str) -> tuple[TuneOptions, str, dict]:
         raise UserError(f"{Path(storage) / record['name'] / SEARCH_JOB.file} is corrupt: its options do not fit "
                         f"({exc})") from None
     stored = replace(stored, resume=True, name=record["name"], storage=storage, verbose=opts.verbose,
-                     address=opts.address, wait_for_resources=opts.wait_for_resources, hooks=opts.hooks)
+                     address=opts.address, wait_for_resources=opts.wait_for_resources, hooks=opts.hooks,
+                     space_module=opts.space_module)
     return stored, record["name"], record
 
 
@@ -141,7 +142,7 @@ def _start_record(parent, search: Search, space: dict, opts: TuneOptions, concur
                        "tune.cpus_per_trial": opts.cpus_per_trial, "tune.seed": opts.seed,
                        **{f"tune.space.{k}": describe_domain(v) for k, v in space.items()}})
     stored_uri = defaults.strip_credentials(tracking_uri)  # never a password on disk
-    options = {k: v for k, v in asdict(opts).items() if k not in PER_RUN}
+    options = {k: v for k, v in asdict(replace(opts, space_module=None)).items() if k not in PER_RUN}
     write_record(storage, name, {
         "name": name, "parent_run_id": parent.run_id, "experiment": opts.experiment, "tracking_uri": stored_uri,
         "space": search.space_name, "preset": search.preset, "config": search.base.to_dict(),
@@ -152,7 +153,8 @@ def _start_record(parent, search: Search, space: dict, opts: TuneOptions, concur
 def trial_context(search: Search, opts: TuneOptions, name: str, storage: str, data_root: str | None,
                   tracking_uri: str, parent) -> dict:
     """The search's static facts every trial function receives (``ctx``)."""
-    return {"config": search.base.to_dict(), "keys": search.keys, "tied": search.tied, "metric": search.metric,
+    return {"config": search.base.to_dict(), "keys": search.keys, "tied": search.tied, "overlays": search.overlays,
+            "metric": search.metric,
             "name": name, "data_root": data_root, "tracking_uri": tracking_uri, "experiment": opts.experiment,
             "experiment_id": parent.experiment_id, "parent_run_id": parent.run_id,
             "train_storage": str(Path(storage) / name / "train_runs"), "workers": opts.workers_per_trial,

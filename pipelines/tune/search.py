@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from igan.config import Config, bounds, parse_overrides, with_values
@@ -24,6 +24,7 @@ class Search:
     tied: dict[str, str]
     mutable: list[str]         # PBT-perturbable keys
     base: Config
+    overlays: dict[str, dict] = field(default_factory=dict)  # the space's OVERLAYS (see tune_spaces)
 
 
 def plain(value: Any) -> Any:
@@ -31,9 +32,15 @@ def plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def trial_config(base: Config, sampled: dict[str, Any], keys: list[str], tied: dict[str, str]) -> Config:
-    """The trial's Config: ``base`` with the sampled ``keys`` and the ``tied`` copies set."""
-    values = {k: sampled[k] for k in keys}
+def trial_config(base: Config, sampled: dict[str, Any], keys: list[str], tied: dict[str, str],
+                 overlays: dict[str, dict] | None = None) -> Config:
+    """The trial's Config: ``base`` with the sampled overlay's values (``overlays[sampled["overlay"]]``,
+    when the space has overlays), then the sampled ``keys`` and the ``tied`` copies set."""
+    import tune_spaces
+
+    if overlays:
+        base = with_values(base, overlays[plain(sampled[tune_spaces.OVERLAY])])
+    values = {k: sampled[k] for k in keys if not (overlays and k == tune_spaces.OVERLAY)}
     values.update({k: sampled[src] for k, src in tied.items() if src in sampled})
     return with_values(base, values)
 
@@ -42,11 +49,14 @@ def resolve_search(opts: TuneOptions, base_dict: dict | None = None) -> tuple[Se
     """``(Search, param_space)`` for ``opts``: the space module, the preset (``--preset`` or the
     module's), ``--set`` applied (a ``--set`` key the space varies is fixed instead); ``base_dict``
     (a resumed search's stored config) replaces preset and ``--set``. UserError on an unknown space
-    or a key that is not a config key; ConfigError on a bad value."""
+    or a key that is not a config key; ConfigError on a bad value (an overlay's too)."""
     import tune_spaces
 
     try:
-        module = tune_spaces.load_space(opts.space)
+        if opts.space_module is not None:
+            module = tune_spaces.check_space(opts.space_module, opts.space)
+        else:
+            module = tune_spaces.load_space(opts.space)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     preset = opts.preset or module.PRESET
@@ -59,19 +69,23 @@ def resolve_search(opts: TuneOptions, base_dict: dict | None = None) -> tuple[Se
         base = build_config(preset, overrides=opts.overrides)
         if "train.checkpoint_every" not in fixed:  # a checkpoint with every reported evaluation
             base = with_values(base, {"train.checkpoint_every": base.eval.every})
-    flat = base.flat()
+    flat, overlays = base.flat(), tune_spaces.overlays(module)
     for key in list(space) + list(tied):
-        if key not in flat or key == "preset":
+        if (key not in flat or key == "preset") and not (overlays and key == tune_spaces.OVERLAY):
             raise UserError(f"tune space '{opts.space}' varies '{key}', which is not a config key")
     if not space:
         raise UserError(f"tune space '{opts.space}': every key it varies is fixed by --set; nothing to search")
+    for values in overlays.values():
+        with_values(base, values)  # a bad key or value fails here, before any trial starts
     search = Search(opts.space, preset, module.METRIC, module.MODE, list(space), tied,
-                    [k for k in tune_spaces.pbt_mutable(module) if k in space], base)
+                    [k for k in tune_spaces.pbt_mutable(module) if k in space], base, overlays)
     return search, space
 
 
 def describe_domain(domain) -> str:
-    """A Tune domain in words, e.g. ``choice[0.9, 1.0]`` or ``float[1e-4, 1e-3] loguniform``."""
+    """A Tune domain in words, e.g. ``choice[0.9, 1.0]``, ``grid[0, 1]`` or ``float[1e-4, 1e-3] loguniform``."""
+    if isinstance(domain, dict) and "grid_search" in domain:
+        return f"grid{[plain(v) for v in domain['grid_search']]}"
     cats = getattr(domain, "categories", None)
     if cats is not None:
         return f"choice{[plain(c) for c in cats]}"

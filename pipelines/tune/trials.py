@@ -60,7 +60,7 @@ def _open_trial(config: dict, ctx: dict):
 
     from pipelines.tracking import RunTracker, make_client
 
-    cfg = trial_config(Config.from_dict(ctx["config"]), config, ctx["keys"], ctx["tied"])
+    cfg = trial_config(Config.from_dict(ctx["config"]), config, ctx["keys"], ctx["tied"], ctx.get("overlays"))
     tctx = tune.get_context()
     trial_id, trial_name = tctx.get_trial_id(), tctx.get_trial_name()
     resume_from = tune.get_checkpoint()

@@ -28,6 +28,11 @@ TINY_MODELS = {
                     "techniques.vbn_reference_size=3"],
     "ring8": [], "grid25": [],
 }
+#: The Table 3 presets share one tiny shape: the cifar10 widths, few MBD kernels, a small VBN reference.
+TINY_MODELS.update({name: ["model.d_widths=[8,8]", "model.g_widths=[16,8,8]", "techniques.mbd_kernels=4",
+                           "techniques.vbn_reference_size=4"]
+                    for name in ("cifar10_mbd", "cifar10_mbd_no_vbn", "cifar10_mbd_no_l_ha", "cifar10_mbd_no_ls",
+                                 "cifar10_mbd_no_l", "cifar10_mbd_no_mbf")})
 
 
 def tiny(preset: str) -> Config:

@@ -6,7 +6,9 @@ from igan.presets import get_preset, preset_names
 
 
 def test_presets_are_valid_and_follow_paper_recipes():
-    assert set(preset_names()) == {"digits", "mnist", "cifar10", "svhn", "imagenet128", "ring8", "grid25"}
+    assert set(preset_names()) == {"digits", "mnist", "cifar10", "svhn", "imagenet128", "ring8", "grid25",
+                                   "cifar10_mbd", "cifar10_mbd_no_vbn", "cifar10_mbd_no_l_ha", "cifar10_mbd_no_ls",
+                                   "cifar10_mbd_no_l", "cifar10_mbd_no_mbf"}
     cifar = get_preset("cifar10")
     assert cifar.techniques.fm_norm == "l1" and cifar.data.labels_per_class == 400 and cifar.train.epochs == 1200
     assert cifar.model.d_widths == [96, 192] and cifar.optim.decay_start_epoch == 800

@@ -26,7 +26,8 @@ def _batch(cfg, n=6):
     return x, x.flip(0), x, y
 
 
-@pytest.mark.parametrize("preset", ["digits", "mnist", "cifar10", "svhn", "imagenet128", "ring8", "grid25"])
+@pytest.mark.parametrize("preset", ["digits", "mnist", "cifar10", "svhn", "imagenet128", "ring8", "grid25",
+                                    "cifar10_mbd", "cifar10_mbd_no_l"])
 def test_one_step_per_preset(preset):
     cfg = apply_overrides(tiny(preset), ["techniques.historical_averaging=true"])
     x, x2, xl, yl = _batch(cfg)

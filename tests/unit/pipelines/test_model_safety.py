@@ -24,6 +24,11 @@ TINY = {  # each preset at tiny widths; imagenet128 with a batch of 4 so its MBD
                     "techniques.vbn_reference_size=4", "data.batch_size=4"],
     "ring8": ["model.d_widths=[16]", "model.g_widths=[16]", "techniques.mbd_kernels=4"],
     "grid25": ["model.d_widths=[16]", "model.g_widths=[16]", "techniques.mbd_kernels=4"],
+    # Table 3: the full model (VBN, K+1 classifier) and the unsupervised one (one logit, no classifier)
+    "cifar10_mbd": ["model.d_widths=[8,8]", "model.g_widths=[16,8,8]", "techniques.mbd_kernels=4",
+                    "techniques.vbn_reference_size=4"],
+    "cifar10_mbd_no_l": ["model.d_widths=[8,8]", "model.g_widths=[16,8,8]", "techniques.mbd_kernels=4",
+                         "techniques.vbn_reference_size=4"],
 }
 
 

@@ -126,3 +126,47 @@ def test_space_from_a_py_file(tmp_path):
     (tmp_path / "bad.py").write_text("PRESET = 'digits'\n")
     with pytest.raises(UserError, match="lacks METRIC, MODE, space"):
         resolve_search(TuneOptions(space=str(tmp_path / "bad.py")))
+
+
+def _grid_space(overlays: dict, vary_overlay: bool = True):
+    """A space given as an object (no file): ``overlays`` x two seeds, the label draw tied to the seed."""
+    from types import SimpleNamespace
+
+    from ray import tune
+
+    def space():
+        grid = {"train.seed": tune.grid_search([0, 1])}
+        return {"overlay": tune.grid_search(list(overlays)), **grid} if vary_overlay else grid
+
+    return SimpleNamespace(PRESET="digits", METRIC="val_ssl_error", MODE="min", OVERLAYS=overlays,
+                           TIED={"data.label_seed": "train.seed"}, space=space)
+
+
+def test_space_object_with_overlays_expands_its_grid_into_valid_configs():
+    """A space given as an object: the grid (overlays x seeds) expands to one valid Config per cell;
+    each overlay's values are set over the base, --set included, and the tied key follows the seed."""
+    from ray.tune.search.variant_generator import generate_variants
+
+    from pipelines.tune.search import describe_domain
+
+    overlays = {"plain": {}, "smooth": {"techniques.real_label": 0.9, "data.labels_per_class": 2}}
+    opts = TuneOptions(space="grid", space_module=_grid_space(overlays), overrides=["data.labels_per_class=5"])
+    search, space = resolve_search(opts)
+    assert search.keys == ["overlay", "train.seed"] and search.overlays == overlays
+    assert describe_domain(space["overlay"]) == "grid['plain', 'smooth']"
+    cells = []
+    for _, sampled in generate_variants(space):
+        cfg = trial_config(search.base, sampled, search.keys, search.tied, search.overlays)
+        cells.append((sampled["overlay"], cfg.train.seed, cfg.data.label_seed, cfg.techniques.real_label,
+                      cfg.data.labels_per_class))
+    assert sorted(cells) == [("plain", 0, 0, 1.0, 5), ("plain", 1, 1, 1.0, 5),
+                             ("smooth", 0, 0, 0.9, 2), ("smooth", 1, 1, 0.9, 2)]
+
+
+def test_bad_overlays_fail_before_any_trial():
+    with pytest.raises(ConfigError, match="techniques.nope"):
+        resolve_search(TuneOptions(space="grid", space_module=_grid_space({"a": {"techniques.nope": 1}})))
+    with pytest.raises(ConfigError, match="techniques.real_label"):
+        resolve_search(TuneOptions(space="grid", space_module=_grid_space({"a": {"techniques.real_label": 0.1}})))
+    with pytest.raises(UserError, match="does not vary 'overlay'"):
+        resolve_search(TuneOptions(space="grid", space_module=_grid_space({"a": {}}, vary_overlay=False)))
