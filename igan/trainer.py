@@ -14,7 +14,7 @@ from torch import nn
 from igan.averaging import HistoricalAverage, ParameterEMA
 from igan.checkpoint import rng_state, set_rng_state
 from igan.config import Config
-from igan.layers import data_dependent_init, weight_normed_layers
+from igan.layers import data_dependent_init, data_initialised_layers
 from igan.losses import (feature_matching_loss, generator_adversarial_loss, one_sided_smoothed_bce, r1_penalty,
                          ssl_discriminator_loss)
 from igan.models import build_models
@@ -81,9 +81,9 @@ class Trainer:
     # -- set-up -----------------------------------------------------------------------------
     def _data_dependent_init(self, x: torch.Tensor) -> None:
         x = self._to_device(x)
-        if any(True for _ in weight_normed_layers(self.D)):
+        if any(True for _ in data_initialised_layers(self.D)):
             data_dependent_init(self.D, x)
-        if any(True for _ in weight_normed_layers(self.G)):
+        if any(True for _ in data_initialised_layers(self.G)):
             data_dependent_init(self.G, self.sample_z(len(x)))
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
