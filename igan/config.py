@@ -132,6 +132,9 @@ class EvalConfig:
     scorer: str = _f("auto", choices=("auto", "inception", "domain", "none"),
                      help="auto: Inception-v3 for CIFAR/ImageNet, a domain classifier otherwise")
     grid_size: int = _f(10, low=1, high=32, help="sample grid side (grid_size**2 images)")
+    generator_batch_stats: bool = _f(True, help="sample with G's batch norm on each sampling batch's statistics "
+                                                "(batches of data.batch_size, the authors' sampling); false: on "
+                                                "its running averages")
 
 
 #: Models whose discriminator can feed minibatch discrimination from any hidden layer.

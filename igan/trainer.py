@@ -18,6 +18,7 @@ from igan.layers import data_dependent_init, data_initialised_layers
 from igan.losses import (feature_matching_loss, generator_adversarial_loss, one_sided_smoothed_bce, r1_penalty,
                          ssl_discriminator_loss)
 from igan.models import build_models
+from igan.sampling import batch_statistics, draw_samples, uses_batch_statistics
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -213,18 +214,25 @@ class Trainer:
 
     # -- inference --------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, n: int, seed: int | None = None, batch_size: int = 500) -> torch.Tensor:
-        """``n`` generated samples on the CPU, float in model range, ``[n, ...]``. G runs in eval
-        mode; ``seed`` gives a reproducible noise draw that leaves the training noise untouched."""
+    def generate(self, n: int, seed: int | None = None, batch_size: int | None = None) -> torch.Tensor:
+        """``n`` generated samples on the CPU, float in model range, ``[n, ...]``, drawn as
+        :func:`igan.sampling.draw_samples` does: G's batch norm on the statistics of each sampling
+        batch (``eval.generator_batch_stats``, the authors' sampling; running averages untouched)
+        or on its running averages. ``seed`` gives a reproducible noise draw that leaves the
+        training noise untouched."""
         gen = torch.Generator().manual_seed(seed) if seed is not None else self.noise
         self.G.eval()
-        out = []
-        for start in range(0, n, batch_size):
-            z = torch.rand(min(batch_size, n - start), self.cfg.model.z_dim, generator=gen).to(self.device)
+
+        def forward(z: torch.Tensor) -> torch.Tensor:
             with self._autocast():
-                out.append(self.G(z).float().cpu())
-        self.G.train()
-        return torch.cat(out) if out else torch.zeros(0)
+                return self.G(z)
+
+        mode = batch_statistics(self.G) if uses_batch_statistics(self.cfg) else contextlib.nullcontext()
+        try:
+            with mode:
+                return draw_samples(forward, self.cfg, n, gen, self.device, batch_size)
+        finally:
+            self.G.train()
 
     def classifier(self) -> nn.Module:
         """The discriminator used as a K-way classifier for evaluation (the EMA copy when enabled),
