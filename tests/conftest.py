@@ -126,3 +126,18 @@ def inception_weights_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("inception_weights") / "inception_v3_google-0cc3c7bd.pth"
     torch.save(net.state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def inception_tf2015_file(tmp_path_factory):
+    """A file laid out like the port of the 2015-12-05 graph (``pt_inception-2015-12-05-6726825d.pth``:
+    the state dict of :func:`igan.metrics.inception_net.build_inception` ``("tf2015")``, 1008 classes),
+    with untrained weights (about 100 MB, written once per session)."""
+    import torch
+
+    from igan.metrics.inception_net import build_inception
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("inception_tf2015") / "pt_inception-2015-12-05-6726825d.pth"
+    torch.save(build_inception("tf2015").state_dict(), path)
+    return path
