@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import LinearSoftmaxScorer
 
 from igan.config import apply_overrides
 from igan.presets import get_preset
@@ -15,21 +16,10 @@ TORCHVISION = "inception_v3_google-0cc3c7bd.pth"
 
 
 @pytest.fixture
-def no_weights(tmp_path, monkeypatch):
-    """No weights anywhere: a private, empty ``IGAN_CACHE`` and torch hub folder, no env var."""
-    monkeypatch.delenv("IGAN_INCEPTION_WEIGHTS", raising=False)
-    monkeypatch.setenv("IGAN_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    (tmp_path / "cache" / "inception").mkdir(parents=True)
-    return tmp_path / "cache" / "inception"
-
-
-@pytest.fixture
-def small_inputs(monkeypatch):
-    """The Inception networks on 75x75 inputs (their smallest): the same code, a fraction of the time."""
-    import igan.metrics.inception_net as inet
-
-    monkeypatch.setattr(inet, "INPUT_SIZE", 75)
+def cache(no_weights):
+    """The empty ``$IGAN_CACHE/inception`` folder, where the weight files go by default."""
+    (no_weights / "inception").mkdir(parents=True)
+    return no_weights / "inception"
 
 
 def _preset(name, *overrides):
@@ -41,7 +31,7 @@ def _one_line(exc) -> str:
     return str(exc)
 
 
-def test_scorer_choices_without_weights(no_weights):
+def test_scorer_choices_without_weights(cache):
     from igan.evaluation import scorer_kind, scorer_network, with_scorer_network
 
     # auto: Inception on CIFAR-10 and ImageNet (torchvision's when the port is absent), none on toys,
@@ -59,7 +49,7 @@ def test_scorer_choices_without_weights(no_weights):
         assert with_scorer_network(cfg, "domain") is cfg  # a named scorer is never replaced
 
 
-def test_auto_without_any_weights_names_both_files(no_weights):
+def test_auto_without_any_weights_names_both_files(cache):
     from igan.evaluation import require_scorer
     from igan.metrics import InceptionWeightsNotFound
 
@@ -69,22 +59,23 @@ def test_auto_without_any_weights_names_both_files(no_weights):
     assert TORCHVISION in msg and PORT in msg and "IGAN_INCEPTION_WEIGHTS" in msg
 
 
-def test_auto_takes_the_port_from_the_cache(no_weights, inception_tf2015_file, inception_weights_file):
+def test_auto_takes_the_port_from_the_cache(cache, inception_tf2015_file, inception_weights_file):
     """The port's file in the cache folder is found and scores (it was skipped before)."""
     from igan.evaluation import make_scorer, require_scorer, scorer_network
 
     cfg = get_preset("cifar10")
-    (no_weights / TORCHVISION).symlink_to(inception_weights_file)
+    (cache / TORCHVISION).symlink_to(inception_weights_file)
     assert scorer_network(cfg) == "inception"
-    (no_weights / PORT).symlink_to(inception_tf2015_file)
+    (cache / PORT).symlink_to(inception_tf2015_file)
     assert scorer_network(cfg) == "inception_tf2015" and scorer_network(get_preset("imagenet128")) == "inception_tf2015"
-    assert require_scorer(cfg) == str(no_weights / PORT)
+    assert require_scorer(cfg) == str(cache / PORT)
     scorer = make_scorer(cfg)
     assert scorer.kind == "tf2015" and scorer.num_classes == 1008
     assert make_scorer(_preset("cifar10", "eval.scorer=inception")).kind == "torchvision"  # named: torchvision's
 
 
-def test_env_var_at_the_port_file_scores_with_it(no_weights, inception_tf2015_file, small_inputs, monkeypatch):
+def test_env_var_at_the_port_file_scores_with_it(no_weights, inception_tf2015_file, small_inception_inputs,
+                                                 monkeypatch):
     """``IGAN_INCEPTION_WEIGHTS`` naming the port's file: auto scores with the 2015 graph (before,
     a ValueError); the score is the formula on that network's bias-free softmax."""
     from igan.data.pixels import to_uint8
@@ -158,19 +149,6 @@ def test_final_score_uses_final_num_samples(monkeypatch):
     assert drawn == [60, 40]
 
 
-class _Softmax:
-    """A scorer with a fixed linear map: class probabilities are a direct function of the pixels."""
-
-    def __init__(self, pixels: int, classes: int = 7):
-        self.map = torch.randn(pixels, classes, generator=torch.Generator().manual_seed(3)) / pixels ** 0.5
-
-    def probabilities(self, images):
-        return torch.softmax(torch.as_tensor(images).flatten(1).float() / 64 @ self.map, 1)
-
-    def features(self, images):
-        return torch.as_tensor(images).flatten(1).float()
-
-
 def test_score_images_in_batches_is_the_score_of_all():
     from igan.data.pixels import to_uint8
     from igan.evaluation import score_images
@@ -178,7 +156,7 @@ def test_score_images_in_batches_is_the_score_of_all():
 
     cfg = _preset("cifar10", "eval.scorer=none", "eval.splits=5")
     images = torch.rand(53, 3, 4, 4, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    scorer = _Softmax(3 * 4 * 4)
+    scorer = LinearSoftmaxScorer(3 * 4 * 4)
     metrics, n = score_images(images.split(10), cfg, scorer, limit=47)  # stops inside the fifth batch
     expected = inception_score(scorer.probabilities(to_uint8(images[:47], cfg.data.pixel_range)), splits=5)
     assert n == 47 and (metrics["inception_score"], metrics["inception_score_std"]) == pytest.approx(expected)

@@ -4,22 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import tiny
+from helpers import LinearSoftmaxScorer, tiny
 
 from igan.config import apply_overrides
-
-
-class _Softmax:
-    """Class probabilities as a fixed linear map of the pixels: a direct function of each image."""
-
-    def __init__(self, pixels: int, classes: int = 7):
-        self.map = torch.randn(pixels, classes, generator=torch.Generator().manual_seed(3)) / pixels ** 0.5
-
-    def probabilities(self, images):
-        return torch.softmax(torch.as_tensor(images).flatten(1).float() / 64 @ self.map, 1)
-
-    def features(self, images):
-        return torch.as_tensor(images).flatten(1).float()
 
 
 @pytest.mark.parametrize("role,count", [("test", 30), ("val", 20)])
@@ -35,7 +22,7 @@ def test_scores_in_rounds_are_the_score_of_all_samples(role, count, monkeypatch)
                                            "eval.splits=5", "data.batch_size=4"])
     trainer = Trainer(cfg, device="cpu")
     evaluator = ev.Evaluator(cfg, None, 0, 1)
-    evaluator.scorer, evaluator.wants_samples = _Softmax(64), True  # a scorer without weights or training
+    evaluator.scorer, evaluator.wants_samples = LinearSoftmaxScorer(64), True  # a scorer without weights or training
     metrics, points = evaluator.sample_metrics(trainer, role)
     assert points is None  # points are kept for the toy sets only
     base = cfg.train.seed + SAMPLE_SEED_OFFSET[role]

@@ -27,15 +27,8 @@ def cifar_shards(tmp_path_factory):
 
 
 @pytest.fixture
-def weights_env(tmp_path, monkeypatch):
+def weights_env(no_weights, small_inception_inputs, igan_home, monkeypatch):
     """No weights anywhere but where the test puts them; Inception on 75x75 inputs."""
-    import igan.metrics.inception_net as inet
-
-    monkeypatch.delenv("IGAN_INCEPTION_WEIGHTS", raising=False)
-    monkeypatch.setenv("IGAN_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("IGAN_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(inet, "INPUT_SIZE", 75)
     return monkeypatch
 
 

@@ -16,13 +16,10 @@ PORT = "pt_inception-2015-12-05-6726825d.pth"
 
 
 @pytest.fixture
-def port_in_cache(tmp_path, monkeypatch, inception_tf2015_file):
-    """The port's weights (untrained, real layout) in a private ``$IGAN_CACHE/inception``."""
-    monkeypatch.delenv("IGAN_INCEPTION_WEIGHTS", raising=False)
-    monkeypatch.setenv("IGAN_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    (tmp_path / "cache" / "inception").mkdir(parents=True)
-    (tmp_path / "cache" / "inception" / PORT).symlink_to(inception_tf2015_file)
+def port_in_cache(no_weights, inception_tf2015_file):
+    """The port's weights (untrained, real layout) in a private ``$IGAN_CACHE/inception``, alone."""
+    (no_weights / "inception").mkdir(parents=True)
+    (no_weights / "inception" / PORT).symlink_to(inception_tf2015_file)
 
 
 def _params(uri: str, run_id: str) -> dict:
