@@ -123,6 +123,20 @@ def scorer_input(images: torch.Tensor, cfg: Config) -> torch.Tensor:
     return images if scorer_kind(cfg) == "domain" else to_uint8(images, cfg.data.pixel_range)
 
 
+#: Samples generated, gathered and scored per round: the paper's 50,000-sample final score never
+#: holds more than this many images at once (5,000 ImageNet samples: ~1 GB as floats).
+SCORE_ROUND = 5000
+#: Seed step between rounds (round 0 draws what a single draw of the same seed draws).
+ROUND_SEED_STEP = 1_000_003
+
+
+def sample_rounds(n: int, size: int | None = None) -> list[tuple[int, int]]:
+    """``[(round index, samples in it), ...]`` covering ``n`` samples in rounds of ``size`` (default
+    :data:`SCORE_ROUND`, read when called); round ``k`` draws from its seed plus ``k * ROUND_SEED_STEP``."""
+    size = size or SCORE_ROUND
+    return [(k, min(size, n - start)) for k, start in enumerate(range(0, n, size))]
+
+
 def final_num_samples(cfg: Config) -> int:
     """Samples of the test-role score at the end: ``eval.final_num_samples`` (the paper's 50,000 for
     the CIFAR-10 and ImageNet presets), or ``eval.num_samples`` when that is 0."""
@@ -176,9 +190,10 @@ def score_samples(samples: torch.Tensor, cfg: Config, scorer=None, reference=Non
 
 def score_images(batches: Iterable[torch.Tensor], cfg: Config, scorer, limit: int | None = None
                  ) -> tuple[dict[str, float], int]:
-    """``(metrics, count)``: the Inception score (:func:`metrics_of`) of real images, the first
-    ``limit`` (default: all) of ``batches`` (``[B, C, H, W]`` in model range, e.g. a split's), scored
-    batch by batch so no more than one batch of images is held. ValueError when there are none."""
+    """``(metrics, count)``: the Inception score (:func:`metrics_of`) of images, the first ``limit``
+    (default: all) of ``batches`` (``[B, C, H, W]`` in model range: a split's real images, or rounds
+    of generated ones), scored batch by batch so no more than one batch of images is held.
+    ValueError when there are none."""
     probs, seen = [], 0
     for images in batches:
         images = images if limit is None else images[: limit - seen]

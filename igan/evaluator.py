@@ -16,15 +16,10 @@ from igan.config import Config
 from igan.data.feed import EVAL_BATCH, domain_training_data, load_test_role
 from igan.data.manifest import ShardDataError
 from igan.distributed import data_error_reason, gather_to_rank0, raise_agreed, sum_over_ranks
-from igan.evaluation import (SAMPLE_SEED_OFFSET, TOY_SETS, final_num_samples, make_scorer, metrics_of, role_metrics,
-                             sample_grid, scorer_input, scorer_kind, scorer_network, scorer_outputs)
+from igan.evaluation import (ROUND_SEED_STEP, SAMPLE_SEED_OFFSET, TOY_SETS, final_num_samples, make_scorer, metrics_of,
+                             role_metrics, sample_grid, sample_rounds, scorer_input, scorer_kind, scorer_network,
+                             scorer_outputs)
 from igan.trainer import Trainer
-
-#: Samples generated, gathered and scored per round: the paper's 50,000-sample final score never
-#: holds more than this many images on rank 0 at once (5,000 ImageNet samples: ~1 GB as floats).
-SCORE_ROUND = 5000
-#: Seed step between rounds (round 0 uses the role's seeds as they were before rounds existed).
-ROUND_SEED_STEP = 1_000_003
 
 
 class Evaluator:
@@ -87,13 +82,13 @@ class Evaluator:
 
     def sample_metrics(self, trainer: Trainer, role: str) -> tuple[dict[str, float], torch.Tensor | None]:
         """``(metrics, toy points)`` of :meth:`sample_count` samples of ``role``, generated and scored
-        in rounds of at most :data:`SCORE_ROUND` (a collective; metrics and points on rank 0 only, the
-        points for toy sets). FID (val only) needs the validation hold-out's statistics."""
-        cfg, n = self.cfg, self.sample_count(role)
+        in rounds (:func:`igan.evaluation.sample_rounds`; a collective; metrics and points on rank 0
+        only, the points for toy sets). FID (val only) needs the validation hold-out's statistics."""
+        cfg = self.cfg
         reference = self.fid_reference() if role == "val" and self.rank == 0 else None
         probs, feats, points = [], [], []
-        for index, start in enumerate(range(0, n, SCORE_ROUND)):
-            part = self.samples(trainer, role, min(SCORE_ROUND, n - start), index)
+        for index, count in sample_rounds(self.sample_count(role)):
+            part = self.samples(trainer, role, count, index)
             if self.rank != 0:
                 continue
             if cfg.data.dataset in TOY_SETS:

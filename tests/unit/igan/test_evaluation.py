@@ -163,3 +163,10 @@ def test_score_images_in_batches_is_the_score_of_all():
     assert score_images(images.split(10), cfg, scorer)[1] == 53
     with pytest.raises(ValueError, match="no images"):
         score_images(iter([]), cfg, scorer)
+
+
+def test_sample_rounds_cover_the_count():
+    from igan.evaluation import SCORE_ROUND, sample_rounds
+
+    assert sample_rounds(12000) == [(0, SCORE_ROUND), (1, SCORE_ROUND), (2, 12000 - 2 * SCORE_ROUND)]
+    assert sample_rounds(30, 12) == [(0, 12), (1, 12), (2, 6)] and sample_rounds(0) == []

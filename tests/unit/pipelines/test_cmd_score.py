@@ -75,3 +75,32 @@ def test_split_with_a_model_uri_is_refused(capsys):
     assert code == 2 and "without MODEL_URI" in err, err
     code, _, err = run_cli(capsys, "score")
     assert code == 2 and "--data ROOT --split NAME" in err, err
+
+
+def test_generator_score_in_rounds_names_the_network(weights_env, inception_tf2015_file, capsys):
+    """``igan score MODEL_URI``: samples generated and scored in rounds (here of 12), the score of
+    them all; the output names the network. The registry is stood in for by a trainer's generator."""
+    import igan.evaluation as evaluation
+    import pipelines.cmd_sample as cmd_sample
+    from helpers import tiny
+    from igan.data.pixels import to_uint8
+    from igan.metrics import get_scorer, inception_score
+    from igan.trainer import Trainer
+    from pipelines.registry import generate_samples
+
+    weights_env.setenv("IGAN_INCEPTION_WEIGHTS", str(inception_tf2015_file))
+    weights_env.setattr(evaluation, "SCORE_ROUND", 12)
+    cfg = tiny("cifar10")
+    generator = Trainer(cfg, device="cpu").G.eval()
+    weights_env.setattr(cmd_sample, "open_generator", lambda args: ("igan-cifar10-generator", "1", "r", generator, cfg))
+    code, out, err = run_cli(capsys, "score", "models:/igan-cifar10-generator/1", "--n", "30", "--seed", "2", "--json")
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["scorer_network"] == "inception_tf2015" and result["n"] == 30
+    assert "scored by inception_tf2015" in out.splitlines()[0]
+    samples = torch.cat([generate_samples(generator, cfg, n, seed=2 + evaluation.ROUND_SEED_STEP * k)
+                         for k, n in enumerate([12, 12, 6])])
+    probs = get_scorer("inception_tf2015", device="cpu").probabilities(to_uint8(samples, cfg.data.pixel_range))
+    mean, std = inception_score(probs, splits=10)
+    assert result["inception_score"] == pytest.approx(mean, rel=1e-5)
+    assert result["inception_score_std"] == pytest.approx(std, rel=1e-3, abs=1e-6)
