@@ -275,7 +275,13 @@ class Trainer:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore what :meth:`state_dict` returned (tensors may come from any device)."""
+        """Restore what :meth:`state_dict` returned (tensors may come from any device). ValueError
+        for a checkpoint written before minibatch discrimination was weight-normalised: its D loads
+        (``trainer.D.load_state_dict``), but its optimiser state lacks the new log-scale."""
+        stale = [k for k in self.D.state_dict() if k.endswith("log_scale") and k not in state["D"]]
+        if stale:
+            raise ValueError(f"this checkpoint predates the weight-normed minibatch discrimination ({stale[0]} "
+                             "missing): its discriminator loads, its training state cannot resume")
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         self.opt_g.load_state_dict(state["opt_g"])
