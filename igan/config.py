@@ -130,11 +130,20 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     every: int = _f(10, low=1, help="epochs between evaluations")
-    num_samples: int = _f(5000, low=10, high=1000000, help="generated samples for the score")
+    num_samples: int = _f(5000, low=10, high=1000000, help="generated samples for each periodic (validation) score")
+    final_num_samples: int = _f(0, low=0, high=1000000,
+                                help="generated samples for the test score at the end (the paper: 50000 in 10 "
+                                     "splits); 0: eval.num_samples")
     splits: int = _f(10, low=1, high=100, help="contiguous splits for the Inception score")
-    scorer: str = _f("auto", choices=("auto", "inception", "domain", "none"),
-                     help="auto: Inception-v3 for CIFAR/ImageNet, a domain classifier otherwise")
+    scorer: str = _f("auto", choices=("auto", "inception_tf2015", "inception", "domain", "none"),
+                     help="inception_tf2015: Inception-v3 of the 2015 TensorFlow graph (the paper's scores); "
+                          "inception: torchvision's; domain: a classifier of the data set; auto: the 2015 graph "
+                          "for CIFAR/ImageNet when its weights are found, else torchvision's; toy sets none; "
+                          "a domain classifier otherwise")
     grid_size: int = _f(10, low=1, high=32, help="sample grid side (grid_size**2 images)")
+    generator_batch_stats: bool = _f(True, help="sample with G's batch norm on each sampling batch's statistics "
+                                                "(batches of data.batch_size, the authors' sampling); false: on "
+                                                "its running averages")
 
 
 #: Models whose discriminator can feed minibatch discrimination from any hidden layer.

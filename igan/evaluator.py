@@ -16,8 +16,9 @@ from igan.config import Config
 from igan.data.feed import EVAL_BATCH, domain_training_data, load_test_role
 from igan.data.manifest import ShardDataError
 from igan.distributed import data_error_reason, gather_to_rank0, raise_agreed, sum_over_ranks
-from igan.evaluation import (SAMPLE_SEED_OFFSET, TOY_SETS, make_scorer, role_metrics, sample_grid, score_samples,
-                             scorer_input, scorer_kind)
+from igan.evaluation import (ROUND_SEED_STEP, SAMPLE_SEED_OFFSET, TOY_SETS, final_num_samples, make_scorer, metrics_of,
+                             role_metrics, sample_grid, sample_rounds, scorer_input, scorer_kind, scorer_network,
+                             scorer_outputs)
 from igan.trainer import Trainer
 
 
@@ -34,9 +35,11 @@ class Evaluator:
         self.reference = None  # the validation set's feature statistics (FID), computed on first use
         self.wants_samples = cfg.data.dataset in TOY_SETS or scorer_kind(cfg) != "none"
         self.scorer = None
+        #: the scorer's network (an eval.scorer value, auto resolved): what rank 0 scores with
+        self.network = scorer_network(cfg) if rank == 0 else None
         if rank == 0 and scorer_kind(cfg) != "none":
             train = domain_training_data(cfg, data_root) if scorer_kind(cfg) == "domain" else None
-            self.scorer = make_scorer(cfg, train=train)
+            self.scorer = make_scorer(cfg, train=train, network=self.network)
 
     def _has_role(self, role: str) -> bool:
         """Whether ``role`` has data to score (the same answer on every rank: it depends on the
@@ -64,14 +67,44 @@ class Evaluator:
         wrong, total = sum_over_ranks([float(wrong), float(total)], trainer.device, self.world)
         return float(wrong) / max(float(total), 1.0)
 
-    def samples(self, trainer: Trainer, role: str) -> torch.Tensor | None:
-        """``eval.num_samples`` samples of ``role``'s seed generated across the ranks, gathered on
-        rank 0 (None elsewhere)."""
-        n = self.cfg.eval.num_samples
+    def sample_count(self, role: str) -> int:
+        """Samples scored for ``role``: ``eval.num_samples`` (val), :func:`final_num_samples` (test)."""
+        return final_num_samples(self.cfg) if role == "test" else self.cfg.eval.num_samples
+
+    def samples(self, trainer: Trainer, role: str, n: int | None = None, round_index: int = 0) -> torch.Tensor | None:
+        """``n`` (default :meth:`sample_count`) samples of ``role``'s seed for round ``round_index``,
+        generated across the ranks and gathered on rank 0 (None elsewhere)."""
+        n = self.sample_count(role) if n is None else n
         share = -(-n // self.world)
-        mine = trainer.generate(min(share, max(0, n - self.rank * share)),
-                                seed=self.cfg.train.seed + SAMPLE_SEED_OFFSET[role] + 7919 * self.rank)
+        seed = self.cfg.train.seed + SAMPLE_SEED_OFFSET[role] + 7919 * self.rank + ROUND_SEED_STEP * round_index
+        mine = trainer.generate(min(share, max(0, n - self.rank * share)), seed=seed)
         return gather_to_rank0(mine, self.world, self.rank)
+
+    def sample_metrics(self, trainer: Trainer, role: str) -> tuple[dict[str, float], torch.Tensor | None]:
+        """``(metrics, toy points)`` of :meth:`sample_count` samples of ``role``, generated and scored
+        in rounds (:func:`igan.evaluation.sample_rounds`; a collective; metrics and points on rank 0
+        only, the points for toy sets). FID (val only) needs the validation hold-out's statistics."""
+        cfg = self.cfg
+        reference = self.fid_reference() if role == "val" and self.rank == 0 else None
+        probs, feats, points = [], [], []
+        for index, count in sample_rounds(self.sample_count(role)):
+            part = self.samples(trainer, role, count, index)
+            if self.rank != 0:
+                continue
+            if cfg.data.dataset in TOY_SETS:
+                points.append(part)
+            if self.scorer is not None:
+                p, f = scorer_outputs(part, cfg, self.scorer, features=reference is not None)
+                probs.append(p)
+                feats += [f] if f is not None else []
+        if self.rank != 0:
+            return {}, None
+
+        def joined(parts):
+            return torch.cat(parts) if parts else None
+
+        points = joined(points)
+        return metrics_of(cfg, joined(probs), joined(feats), points, reference), points
 
     def fid_reference(self):
         """The validation hold-out's feature statistics through the scorer (rank 0; None without a
@@ -81,7 +114,7 @@ class Evaluator:
 
             key = reference_key(root=self.root, train_manifest=_manifest_digest(self.root),
                                 val=sorted(self.validation.keys), scorer=scorer_kind(self.cfg),
-                                network=type(self.scorer).__name__, size=self.cfg.data.image_size,
+                                network=self.network, size=self.cfg.data.image_size,
                                 pixel_range=self.cfg.data.pixel_range)
             batches = (scorer_input(x, self.cfg) for x, _ in self.validation.batches(EVAL_BATCH))
             self.reference = reference_statistics(self.scorer.features, batches, key)
@@ -93,15 +126,15 @@ class Evaluator:
         out: dict[str, float] = {}
         if self.cfg.techniques.semi_supervised and self._has_role(role):
             out["ssl_error"] = self.ssl_error(trainer, lambda: self._role_data(role))
-        samples = self.samples(trainer, role) if self.wants_samples else None
+        points = None
+        if self.wants_samples:
+            scores, points = self.sample_metrics(trainer, role)
+            out.update(scores)
         grid = None
-        if self.rank == 0:
-            if samples is not None:
-                reference = self.fid_reference() if role == "val" else None
-                out.update(score_samples(samples, self.cfg, self.scorer, reference))
-            if role == "val" and samples is not None and samples.dim() == 2:  # toy points: all of them
-                grid = sample_grid(samples, self.cfg)
-            elif role == "val":
+        if self.rank == 0 and role == "val":
+            if points is not None:  # toy points: all of them
+                grid = sample_grid(points, self.cfg)
+            else:
                 side = self.cfg.eval.grid_size
                 grid = sample_grid(trainer.generate(side * side, seed=self.cfg.train.seed + SAMPLE_SEED_OFFSET["val"]),
                                    self.cfg)

@@ -14,10 +14,11 @@ from torch import nn
 from igan.averaging import HistoricalAverage, ParameterEMA
 from igan.checkpoint import rng_state, set_rng_state
 from igan.config import Config
-from igan.layers import data_dependent_init, weight_normed_layers
+from igan.layers import data_dependent_init, data_initialised_layers
 from igan.losses import (feature_matching_loss, generator_adversarial_loss, one_sided_smoothed_bce, r1_penalty,
                          ssl_discriminator_loss)
 from igan.models import build_models
+from igan.sampling import batch_statistics, draw_samples, uses_batch_statistics
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -81,9 +82,9 @@ class Trainer:
     # -- set-up -----------------------------------------------------------------------------
     def _data_dependent_init(self, x: torch.Tensor) -> None:
         x = self._to_device(x)
-        if any(True for _ in weight_normed_layers(self.D)):
+        if any(True for _ in data_initialised_layers(self.D)):
             data_dependent_init(self.D, x)
-        if any(True for _ in weight_normed_layers(self.G)):
+        if any(True for _ in data_initialised_layers(self.G)):
             data_dependent_init(self.G, self.sample_z(len(x)))
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
@@ -226,18 +227,25 @@ class Trainer:
 
     # -- inference --------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, n: int, seed: int | None = None, batch_size: int = 500) -> torch.Tensor:
-        """``n`` generated samples on the CPU, float in model range, ``[n, ...]``. G runs in eval
-        mode; ``seed`` gives a reproducible noise draw that leaves the training noise untouched."""
+    def generate(self, n: int, seed: int | None = None, batch_size: int | None = None) -> torch.Tensor:
+        """``n`` generated samples on the CPU, float in model range, ``[n, ...]``, drawn as
+        :func:`igan.sampling.draw_samples` does: G's batch norm on the statistics of each sampling
+        batch (``eval.generator_batch_stats``, the authors' sampling; running averages untouched)
+        or on its running averages. ``seed`` gives a reproducible noise draw that leaves the
+        training noise untouched."""
         gen = torch.Generator().manual_seed(seed) if seed is not None else self.noise
         self.G.eval()
-        out = []
-        for start in range(0, n, batch_size):
-            z = torch.rand(min(batch_size, n - start), self.cfg.model.z_dim, generator=gen).to(self.device)
+
+        def forward(z: torch.Tensor) -> torch.Tensor:
             with self._autocast():
-                out.append(self.G(z).float().cpu())
-        self.G.train()
-        return torch.cat(out) if out else torch.zeros(0)
+                return self.G(z)
+
+        mode = batch_statistics(self.G) if uses_batch_statistics(self.cfg) else contextlib.nullcontext()
+        try:
+            with mode:
+                return draw_samples(forward, self.cfg, n, gen, self.device, batch_size)
+        finally:
+            self.G.train()
 
     def classifier(self) -> nn.Module:
         """The discriminator used as a K-way classifier for evaluation (the EMA copy when enabled),
@@ -280,7 +288,13 @@ class Trainer:
         return state
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore what :meth:`state_dict` returned (tensors may come from any device)."""
+        """Restore what :meth:`state_dict` returned (tensors may come from any device). ValueError
+        for a checkpoint written before minibatch discrimination was weight-normalised: its D loads
+        (``trainer.D.load_state_dict``), but its optimiser state lacks the new log-scale."""
+        stale = [k for k in self.D.state_dict() if k.endswith("log_scale") and k not in state["D"]]
+        if stale:
+            raise ValueError(f"this checkpoint predates the weight-normed minibatch discrimination ({stale[0]} "
+                             "missing): its discriminator loads, its training state cannot resume")
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         self.opt_g.load_state_dict(state["opt_g"])

@@ -42,7 +42,7 @@ def ensure_data(cfg: Config, data: str | None = None, log: Callable[[str], None]
             split_manifest(root, cfg.data.test_split)
     except (ManifestError, ValueError, OSError) as exc:
         raise UserError(f"no usable shards at {root}: {str(exc).splitlines()[0]}") from None
-    _check_manifest(cfg, manifest, root)
+    check_manifest(cfg, manifest, root)
     return root
 
 
@@ -65,7 +65,9 @@ def _has_split(root: str, split: str) -> bool:
     return Folder(root).sub(split).exists("manifest.json")
 
 
-def _check_manifest(cfg: Config, m: dict, root: str) -> None:
+def check_manifest(cfg: Config, m: dict, root: str) -> None:
+    """UserError (one line) when the split manifest ``m`` under ``root`` does not fit ``cfg``'s data
+    set, image size, channels or classes."""
     d = cfg.data
     problems = []
     if m.get("dataset") not in (d.dataset, None):

@@ -1,7 +1,8 @@
 """What a driver records in an MLflow run from its workers' events (``igan train``'s run and each
 Tune trial's child run alike): epoch metrics at step = epoch, per-step losses and throughput under
 ``step/`` at step = global training step, sample grids as step-indexed images (and as
-``samples/epoch_NNNN.png`` files), and the workers' own warnings and errors (``logs/workers.log``)."""
+``samples/epoch_NNNN.png`` files), and the workers' own warnings and errors (``logs/workers.log``);
+plus the network that scores the run's samples (param ``eval.scorer_network``)."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,6 +12,19 @@ STEP_PREFIX = "step/"
 #: The step-indexed image key of the sample grids (step = epoch).
 SAMPLES_KEY = "samples"
 WORKER_LOG = "logs/workers.log"
+#: The param naming the network that scored the run (``eval.scorer`` resolved, see below).
+SCORER_NETWORK_PARAM = "eval.scorer_network"
+
+
+def scorer_network_params(cfg):
+    """``({"eval.scorer_network": network}, cfg for the workers)``: the network that scores ``cfg``'s
+    samples here (:func:`igan.evaluation.scorer_network`: ``eval.scorer=auto`` resolved by the
+    weight files this node finds) and ``cfg`` with that network named instead of auto, so the
+    workers, the job record and the registered models score with the network the run logged."""
+    from igan.evaluation import scorer_network, with_scorer_network
+
+    network = scorer_network(cfg)
+    return {SCORER_NETWORK_PARAM: network}, with_scorer_network(cfg, network)
 
 
 def step_metrics(ev: dict) -> dict[str, float]:

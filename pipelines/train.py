@@ -30,6 +30,7 @@ from pipelines.event_pump import Pump, driver_queue
 from pipelines.progress import TrainProgress, clock
 from pipelines.job_inputs import ensure_data, ensure_scorer
 from pipelines.ray_runtime import failure_reason, init_ray, quiet_libraries
+from pipelines.run_logging import scorer_network_params
 from pipelines.resources import DEFAULT_WAIT_S, RayCluster
 from pipelines.scaling import scaling, worker_bundle
 
@@ -83,6 +84,7 @@ def run_training(opts: TrainOptions, log: Callable[[str], None] = print) -> dict
     data_root = ensure_data(cfg, opts.data or record.get("data_root"), log=log)
     if data_root is not None:
         cfg = apply_overrides(cfg, [f"data.path={data_root}"])
+    scorer_params, pinned = scorer_network_params(cfg)
     from pipelines.registry import check_tracking_uri
 
     check_tracking_uri(tracking_uri, must_exist=False)
@@ -95,7 +97,8 @@ def run_training(opts: TrainOptions, log: Callable[[str], None] = print) -> dict
     with tracker:
         if not record.get("run_id"):
             tracker.log_config(cfg)
-            tracker.log_params({"job.workers": workers, "job.name": name})
+            tracker.log_params({"job.workers": workers, "job.name": name, **scorer_params})
+        cfg = pinned  # auto resolved: the workers score with the network logged
         record.update(name=name, run_id=tracker.run_id, experiment=tracker.experiment,
                       tracking_uri=defaults.strip_credentials(tracking_uri),  # never a password on disk
                       config=cfg.to_dict(), data_root=data_root, created=record.get("created", time.time()))

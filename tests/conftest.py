@@ -126,3 +126,36 @@ def inception_weights_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("inception_weights") / "inception_v3_google-0cc3c7bd.pth"
     torch.save(net.state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def inception_tf2015_file(tmp_path_factory):
+    """A file laid out like the port of the 2015-12-05 graph (``pt_inception-2015-12-05-6726825d.pth``:
+    the state dict of :func:`igan.metrics.inception_net.build_inception` ``("tf2015")``, 1008 classes),
+    with untrained weights (about 100 MB, written once per session)."""
+    import torch
+
+    from igan.metrics.inception_net import build_inception
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("inception_tf2015") / "pt_inception-2015-12-05-6726825d.pth"
+    torch.save(build_inception("tf2015").state_dict(), path)
+    return path
+
+
+@pytest.fixture
+def no_weights(tmp_path, monkeypatch):
+    """No Inception weights anywhere: a private, empty ``IGAN_CACHE`` (returned; not created) and
+    torch hub folder, no ``IGAN_INCEPTION_WEIGHTS``."""
+    monkeypatch.delenv("IGAN_INCEPTION_WEIGHTS", raising=False)
+    monkeypatch.setenv("IGAN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def small_inception_inputs(monkeypatch):
+    """The Inception networks on 75x75 inputs (their smallest): the same code, a fraction of the time."""
+    import igan.metrics.inception_net as inet
+
+    monkeypatch.setattr(inet, "INPUT_SIZE", 75)

@@ -23,11 +23,12 @@ import torch
 import torch.nn.functional as F
 from torchvision.models.inception import Inception3, InceptionA, InceptionC, InceptionE
 
-from igan.metrics.inception_weights import (ENV_CACHE, ENV_WEIGHTS, WEIGHT_FILES, InceptionWeightsInvalid,
+from igan.metrics.inception_weights import (ENV_CACHE, ENV_WEIGHTS, NUM_CLASSES, WEIGHT_FILES, InceptionWeightsInvalid,
                                             InceptionWeightsNotFound, _find, _Located, _named, _read_state, fetch,
                                             fetched_path, local_cache_dir, resolve_weights)
 
-NUM_CLASSES = {"torchvision": 1000, "tf2015": 1008}
+#: The ``eval.scorer`` value that loads each kind's network.
+SCORER_OF_KIND = {"torchvision": "inception", "tf2015": "inception_tf2015"}
 INPUT_SIZE = 299
 FEATURE_DIM = 2048
 
@@ -104,7 +105,7 @@ def _check_state(state: dict, net: Inception3, found: _Located, kind: str) -> No
     fc = state.get("fc.weight")
     if fc is not None and fc.ndim == 2 and fc.shape[0] != NUM_CLASSES[kind]:
         other = {v: k for k, v in NUM_CLASSES.items()}.get(fc.shape[0])
-        hint = f"; that is kind='{other}'" if other else ""
+        hint = f"; that is kind='{other}' (eval.scorer={SCORER_OF_KIND[other]} or auto)" if other else ""
         raise InceptionWeightsInvalid(f"{_named(found)} holds a {fc.shape[0]}-class network, not an Inception-v3 "
                                       f"of kind '{kind}' ({NUM_CLASSES[kind]} classes){hint}")
     expected = net.state_dict()

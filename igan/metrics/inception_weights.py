@@ -27,6 +27,8 @@ ENV_WEIGHTS = "IGAN_INCEPTION_WEIGHTS"
 ENV_CACHE = "IGAN_CACHE"
 WEIGHT_FILES = {"torchvision": "inception_v3_google-0cc3c7bd.pth",
                 "tf2015": "pt_inception-2015-12-05-6726825d.pth"}
+#: Classes of each kind's network: the rows of its ``fc.weight``, which tell the two files apart.
+NUM_CLASSES = {"torchvision": 1000, "tf2015": 1008}
 
 
 class InceptionWeightsNotFound(FileNotFoundError):
@@ -184,3 +186,31 @@ def _read_state(found: _Located) -> dict:
 
 def _named(found: _Located) -> str:
     return f"{found.source} (cached as {found.path})" if found.fetched else str(found.path)
+
+
+def held_classes(path: str | os.PathLike) -> int | None:
+    """The rows of ``fc.weight`` in the weight file at ``path`` (1008: the 2015 graph's port, 1000:
+    torchvision's network), or None when it is no readable state dict holding one. The file is
+    memory-mapped when its format allows, so only that tensor is read."""
+    for mmap in (True, False):  # files in the legacy (non-zip) format cannot be memory-mapped
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except Exception:  # noqa: BLE001 - any failure means "not a file of either kind"
+            continue
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        fc = state.get("fc.weight") if isinstance(state, dict) else None
+        return int(fc.shape[0]) if isinstance(fc, torch.Tensor) and fc.ndim == 2 else None
+    return None
+
+
+def has_weights(kind: str, weights: str | os.PathLike | None = None) -> bool:
+    """Whether the usual search (:func:`resolve_weights`: ``weights``, ``$IGAN_INCEPTION_WEIGHTS``,
+    the cache, torch's hub folder) finds a file that holds the ``kind`` network. A file of the
+    other kind, a missing or unfetchable one all answer False; only the full load
+    (:func:`igan.metrics.inception_net.check_weights`) checks every tensor."""
+    try:
+        found = _find(weights, kind)
+    except InceptionWeightsNotFound:
+        return False
+    return held_classes(found.path) == NUM_CLASSES[kind]

@@ -21,10 +21,11 @@ def register_model(name: str):
     return wrap
 
 
-def dense(cfg: Config, n_in: int, n_out: int, last: bool = False) -> nn.Module:
-    """Dense layer: weight-normalised (scale trainable only on the last layer) or plain."""
+def dense(cfg: Config, n_in: int, n_out: int, last: bool = False, init_scale: float | None = 1.0) -> nn.Module:
+    """Dense layer: weight-normalised (scale trainable only on the last layer; ``init_scale``: the
+    pre-activation std its data-dependent init sets, None for none) or plain."""
     if cfg.techniques.weight_norm:
-        return WNLinear(n_in, n_out, train_scale=last)
+        return WNLinear(n_in, n_out, train_scale=last, init_scale=init_scale)
     return nn.Linear(n_in, n_out)
 
 
@@ -35,11 +36,22 @@ def conv(cfg: Config, c_in: int, c_out: int, k: int, stride: int = 1, padding: i
     return nn.Conv2d(c_in, c_out, k, stride, padding)
 
 
-def deconv(cfg: Config, c_in: int, c_out: int, last: bool = False) -> nn.Module:
-    """5x5 stride-2 transposed convolution doubling H and W: weight-normalised or plain."""
+def deconv(cfg: Config, c_in: int, c_out: int, last: bool = False, init_scale: float = 1.0) -> nn.Module:
+    """5x5 stride-2 transposed convolution doubling H and W: weight-normalised (``init_scale`` as in
+    :func:`dense`) or plain."""
     if cfg.techniques.weight_norm:
-        return WNConvTranspose2d(c_in, c_out, 5, 2, 2, 1, train_scale=last)
+        return WNConvTranspose2d(c_in, c_out, 5, 2, 2, 1, train_scale=last, init_scale=init_scale)
     return nn.ConvTranspose2d(c_in, c_out, 5, 2, 2, 1)
+
+
+def normal_init_(module: nn.Module, std: float = 0.05) -> nn.Module:
+    """``module`` with its weight drawn from ``N(0, std^2)`` and its bias (if any) zeroed: the
+    authors' ``W=Normal(0.05)`` for the batch-normed layers of the CIFAR/SVHN generator."""
+    with torch.no_grad():
+        module.weight.normal_(0.0, std)
+        if getattr(module, "bias", None) is not None:
+            module.bias.zero_()
+    return module
 
 
 def gen_norm(cfg: Config, features: int, dim: int) -> nn.Module:
@@ -134,4 +146,6 @@ def minibatch_head(cfg: Config, in_features: int,
     if hidden_widths is not None:
         check_layer_index("mbd_layer", t.mbd_layer, len(hidden_widths), "hidden")
         source = hidden_widths[t.mbd_layer]
-    return MinibatchDiscrimination(source, t.mbd_kernels, t.mbd_dim), in_features + t.mbd_kernels
+    # weight-normed along with the rest of D: then it is the authors' MinibatchLayer, initialised from data
+    layer = MinibatchDiscrimination(source, t.mbd_kernels, t.mbd_dim, weight_norm=t.weight_norm)
+    return layer, in_features + t.mbd_kernels

@@ -16,7 +16,11 @@ from torch import nn
 
 from igan.config import Config
 from igan.layers import GaussianNoise
-from igan.models.common import Discriminator, Generator, conv, deconv, dense, gen_norm, minibatch_head, register_model
+from igan.models.common import (Discriminator, Generator, conv, deconv, dense, gen_norm, minibatch_head, normal_init_,
+                                register_model)
+
+#: Pre-activation std the data-dependent init gives D's and G's output layers (the authors' ``init_stdv=0.1``).
+OUTPUT_INIT_SCALE = 0.1
 
 
 class DeconvGenerator(Generator):
@@ -35,13 +39,15 @@ class DeconvGenerator(Generator):
         if len(widths) < ups:
             raise ValueError(f"model.g_widths needs {ups} entries for image_size {size}; got {widths}")
         self.base = widths[0]
-        self.fc = nn.Linear(cfg.model.z_dim, 4 * 4 * widths[0], bias=False)
+        # the authors' init: N(0, 0.05^2) weights for the batch-normed layers, output std 0.1
+        self.fc = normal_init_(nn.Linear(cfg.model.z_dim, 4 * 4 * widths[0], bias=False))
         self.fc_norm = gen_norm(cfg, 4 * 4 * widths[0], 1)
         blocks = []
         for c_in, c_out in zip(widths[: ups - 1], widths[1:ups]):
-            blocks += [nn.ConvTranspose2d(c_in, c_out, 5, 2, 2, 1, bias=False), gen_norm(cfg, c_out, 2), nn.ReLU()]
+            blocks += [normal_init_(nn.ConvTranspose2d(c_in, c_out, 5, 2, 2, 1, bias=False)), gen_norm(cfg, c_out, 2),
+                       nn.ReLU()]
         self.blocks = nn.Sequential(*blocks)
-        self.out = deconv(cfg, widths[ups - 1], cfg.data.channels, last=True)
+        self.out = deconv(cfg, widths[ups - 1], cfg.data.channels, last=True, init_scale=OUTPUT_INIT_SCALE)
 
     def body(self, z: torch.Tensor) -> torch.Tensor:
         h = F.relu(self.fc_norm(self.fc(z))).view(-1, self.base, 4, 4)  # [N, g0, 4, 4]
@@ -63,7 +69,7 @@ class ConvDiscriminator(Discriminator):
         self.stage3 = nn.ModuleList([conv(cfg, w2, w2, 3, 1, 0), conv(cfg, w2, w2, 1), conv(cfg, w2, w2, 1)])
         self.dropout = nn.Dropout(m.d_dropout)
         self.mbd, head_width = minibatch_head(cfg, w2)  # reads the pooled [N, w2] features
-        self.out = dense(cfg, head_width, self.num_logits, last=True)
+        self.out = dense(cfg, head_width, self.num_logits, last=True, init_scale=OUTPUT_INIT_SCALE)
 
     @staticmethod
     def _run(layers: nn.ModuleList, h: torch.Tensor) -> torch.Tensor:

@@ -22,11 +22,15 @@ class MLPGenerator(Generator):
         self.out_shape = (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
         layers, n_in = [], cfg.model.z_dim
         for width in cfg.model.g_widths:
-            # BN follows, so the bias would be redundant.
-            layers += [nn.Linear(n_in, width, bias=False), gen_norm(cfg, width, 1), nn.Softplus()]
+            # BN follows, so the bias would be redundant. Glorot-uniform weights: Lasagne's default,
+            # which the authors' MNIST generator keeps.
+            linear = nn.Linear(n_in, width, bias=False)
+            nn.init.xavier_uniform_(linear.weight)
+            layers += [linear, gen_norm(cfg, width, 1), nn.Softplus()]
             n_in = width
         self.hidden = nn.Sequential(*layers)
-        self.out = dense(cfg, n_in, math.prod(self.out_shape), last=True)
+        # weight-normed with scale 1 and bias 0 and no data-dependent init, as the authors' l2normalize
+        self.out = dense(cfg, n_in, math.prod(self.out_shape), last=True, init_scale=None)
 
     def body(self, z: torch.Tensor) -> torch.Tensor:
         # z: [N, z_dim] -> [N, C, H, W] in [0, 1]

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from igan.config import Config
+from igan.sampling import freeze_batch_statistics, uses_batch_statistics
 from pipelines.registry.names import KINDS
 
 
@@ -62,6 +63,8 @@ def _modules_of(trainer_or_modules: Any, cfg: Config) -> dict[str, nn.Module]:
         was_training = module.training
         copied = copy.deepcopy(module).cpu().float().eval()
         module.train(was_training)
+        if kind == "generator" and uses_batch_statistics(cfg):
+            freeze_batch_statistics(copied)  # the program samples as evaluation did (igan.sampling)
         if kind == "classifier" and not isinstance(copied, ClassifierLogits):
             mbd_batch = cfg.data.batch_size if cfg.techniques.minibatch_discrimination else None
             copied = ClassifierLogits(copied, mbd_batch).eval()

@@ -92,15 +92,19 @@ def load_classifier(uri: str, tracking_uri: str, device: str | torch.device = "c
 
 @torch.no_grad()
 def generate_samples(generator: nn.Module, cfg: Config, n: int, seed: int = 0,
-                     device: str | torch.device | None = None, batch_size: int = 500) -> torch.Tensor:
+                     device: str | torch.device | None = None, batch_size: int | None = None) -> torch.Tensor:
     """``n`` samples (CPU, float, model range) from a loaded generator, drawing ``z ~ U(0, 1)`` in
     batches from a generator seeded with ``seed`` exactly as :meth:`igan.trainer.Trainer.generate`
-    does, so a registered generator reproduces the trainer's samples for the same seed. ``device``
-    defaults to the generator's own."""
+    does (:func:`igan.sampling.draw_samples`: with ``eval.generator_batch_stats`` in batches of the
+    training batch size, which the registered program's batch norm normalises by), so a registered
+    generator reproduces the trainer's samples for the same seed. ``device`` defaults to the
+    generator's own. A module with batch-norm layers (a pickled one) samples on batch statistics
+    under the same switch; an exported program carries the mode it was exported in."""
+    import contextlib
+
+    from igan.sampling import batch_statistics, draw_samples, uses_batch_statistics
+
     device = module_device(generator) if device is None else device
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for start in range(0, n, batch_size):
-        z = torch.rand(min(batch_size, n - start), cfg.model.z_dim, generator=gen)
-        out.append(generator(z.to(device)).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0)
+    mode = batch_statistics(generator) if uses_batch_statistics(cfg) else contextlib.nullcontext()
+    with mode:
+        return draw_samples(generator, cfg, n, torch.Generator().manual_seed(seed), device, batch_size)

@@ -24,7 +24,7 @@ import uuid
 from ray.train import UserCallback
 
 from igan.config import Config
-from pipelines.run_logging import WorkerLog, log_epoch, log_step
+from pipelines.run_logging import WorkerLog, log_epoch, log_step, scorer_network_params
 from pipelines.tune.capacity import trial_worker_resources
 from pipelines.tune.search import plain, trial_config
 
@@ -70,14 +70,15 @@ def _open_trial(config: dict, ctx: dict):
                          parent_run_id=ctx["parent_run_id"], run_id=existing,
                          tags={TRIAL_TAG: trial_id, JOB_TAG: ctx["name"]}, system_metrics=True)
     tracker.start()
+    scorer_params, pinned = scorer_network_params(cfg)
     if existing is None:
         tracker.log_config(cfg)
         tracker.log_params({"tune.trial_id": trial_id, "tune.trial_name": trial_name, "tune.job": ctx["name"],
-                            "tune.trial_backend": ctx.get("backend", "train")})
+                            "tune.trial_backend": ctx.get("backend", "train"), **scorer_params})
         tracker.set_tags({"igan.varied": json.dumps(varied)})
     else:  # PBT exploit or a restored search: record the config it continues with
         tracker.log_text(json.dumps(varied, indent=1), f"tune/config_{int(time.time())}.json")
-    return cfg, tracker, trial_id, resume_from
+    return pinned, tracker, trial_id, resume_from  # auto resolved: the trial scores with the network logged
 
 
 def trial_driver(config: dict, ctx: dict) -> None:

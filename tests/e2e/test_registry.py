@@ -94,7 +94,7 @@ def test_registered_generator_reproduces_the_trainer(registered, mlflow_server):
     d = registered["digits"]
     generator, cfg = registry.load_generator("models:/igan-digits-generator@latest", mlflow_server)
     assert cfg == d["cfg"]
-    samples = registry.generate_samples(generator, cfg, 600, seed=3)  # two batches, the last one short
+    samples = registry.generate_samples(generator, cfg, 600, seed=3)  # batches of data.batch_size
     assert torch.allclose(samples, d["trainer"].generate(600, seed=3), atol=1e-5)
 
 

@@ -56,3 +56,23 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class LinearSoftmaxScorer:
+    """A scorer without weights or training: class probabilities are a fixed linear map of the
+    pixels (``[N, ...]`` -> ``[N, classes]``), features the pixels; a direct function of each image."""
+
+    def __init__(self, pixels: int, classes: int = 7):
+        import torch
+
+        self.map = torch.randn(pixels, classes, generator=torch.Generator().manual_seed(3)) / pixels ** 0.5
+
+    def probabilities(self, images):
+        import torch
+
+        return torch.softmax(torch.as_tensor(images).flatten(1).float() / 64 @ self.map, 1)
+
+    def features(self, images):
+        import torch
+
+        return torch.as_tensor(images).flatten(1).float()

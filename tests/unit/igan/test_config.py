@@ -74,3 +74,11 @@ def test_bounds_of_a_numeric_key():
         bounds("nope.key")
     with pytest.raises(ConfigError, match="unknown config key 'optim.nope'"):
         bounds("optim.nope")
+
+
+def test_authors_evaluation_settings():
+    """The authors' evaluation: EMA rate 1e-4 on MNIST (as on CIFAR/SVHN), samples with batch-norm
+    batch statistics (eval.generator_batch_stats) by default."""
+    for name in ("mnist", "cifar10", "svhn"):
+        assert get_preset(name).techniques.ema_rate == 1e-4
+    assert all(get_preset(name).eval.generator_batch_stats for name in preset_names())

@@ -138,3 +138,61 @@ def test_mbd_layer_out_of_range_or_unsupported_is_rejected():
         build_models(apply_overrides(get_preset("ring8"), ["model.d_widths=[6,4]", "techniques.mbd_layer=2"]))
     with pytest.raises(ConfigError, match="techniques.mbd_layer' must be -1 for model.name=cifar_conv"):
         apply_overrides(get_preset("cifar10"), ["techniques.mbd_layer=0"])
+
+
+# -- the authors' initialisations ---------------------------------------------------------------
+def _init_batch(cfg, n=500):
+    size = (n, cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
+    return torch.rand(size, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("preset", ["cifar10", "svhn"])
+def test_conv_output_layers_start_at_std_0_1_and_generator_weights_at_0_05(preset):
+    """The authors' CIFAR/SVHN init: data-dependent init_stdv 0.1 on D's last dense and G's last
+    deconv (their pre-activations on the init batch have std 0.1), N(0, 0.05^2) weights in G's
+    batch-normed layers."""
+    from igan.layers import data_dependent_init
+
+    cfg = apply_overrides(tiny(preset), ["techniques.minibatch_discrimination=true", "techniques.mbd_kernels=6"])
+    torch.manual_seed(0)
+    G, D = build_models(cfg)
+    for layer in [G.fc] + [m for m in G.blocks if isinstance(m, torch.nn.ConvTranspose2d)]:
+        assert abs(layer.weight.std().item() - 0.05) < 0.005 and abs(layer.weight.mean().item()) < 0.005
+    x, z = _init_batch(cfg, 200) * 2 - 1, torch.rand(200, cfg.model.z_dim)
+    torch.manual_seed(5)
+    data_dependent_init(D, x)
+    data_dependent_init(G, z)
+    seen = {}
+    D.out.register_forward_hook(lambda m, i, o: seen.update(d=o))
+    G.out.register_forward_hook(lambda m, i, o: seen.update(g=o))
+    torch.manual_seed(5)  # the init pass's dropout masks again: the same pass, with the new g and bias
+    D(x)
+    G(z)
+    torch.testing.assert_close(seen["d"].std(0, correction=0), torch.full((cfg.data.num_classes,), 0.1),
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(seen["g"].std((0, 2, 3), correction=0), torch.full((cfg.data.channels,), 0.1),
+                               atol=1e-5, rtol=0)
+
+
+def test_mnist_generator_output_is_not_data_initialised_and_hidden_weights_are_glorot():
+    """The authors' MNIST G: Lasagne's Glorot-uniform dense layers, the output l2-normalised with
+    scale 1 and bias 0, left alone by the init pass."""
+    from igan.layers import data_dependent_init
+
+    cfg = get_preset("mnist")
+    torch.manual_seed(0)
+    G, _ = build_models(cfg)
+    for layer in (m for m in G.hidden if isinstance(m, torch.nn.Linear)):
+        fan_out, fan_in = layer.weight.shape
+        bound = (6.0 / (fan_in + fan_out)) ** 0.5
+        assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.99 * bound
+    data_dependent_init(G, torch.rand(100, cfg.model.z_dim))
+    assert torch.equal(G.out.g.detach(), torch.ones(784)) and torch.equal(G.out.bias.detach(), torch.zeros(784))
+
+
+def test_mbd_is_weight_normed_with_the_rest_of_d():
+    cfg = apply_overrides(tiny("cifar10"), ["techniques.minibatch_discrimination=true", "techniques.mbd_kernels=6"])
+    assert build_models(cfg)[1].mbd.initialises_from_data
+    off = apply_overrides(cfg, ["techniques.weight_norm=false"])
+    assert not build_models(off)[1].mbd.initialises_from_data
+    assert not build_models(get_preset("ring8"))[1].mbd.initialises_from_data  # toy: W = T, as before

@@ -163,3 +163,13 @@ def test_resume_is_exact_across_processes(tmp_path):
             assert torch.equal(ref[key], value), f"{name}.{key} differs after resume"
     for a, b in zip(straight.ema.shadow, resumed["ema"]["shadow"]):
         assert torch.equal(a, b)
+
+
+def test_checkpoint_from_before_weight_normed_mbd_loads_d_but_does_not_resume():
+    cfg = apply_overrides(tiny("digits"), ["techniques.minibatch_discrimination=true", "techniques.mbd_kernels=3"])
+    trainer = Trainer(cfg, device="cpu")
+    state = trainer.state_dict()
+    old_d = {k: v for k, v in state["D"].items() if not k.endswith("log_scale")}  # as saved before
+    with pytest.raises(ValueError, match="predates the weight-normed minibatch discrimination"):
+        trainer.load_state_dict({**state, "D": old_d})
+    Trainer(cfg, device="cpu").D.load_state_dict(old_d)  # the discriminator alone loads

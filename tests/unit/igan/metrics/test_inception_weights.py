@@ -24,15 +24,6 @@ FILE = "inception_v3_google-0cc3c7bd.pth"
 
 
 @pytest.fixture
-def no_weights(tmp_path, monkeypatch):
-    """No weights anywhere: a private, empty ``IGAN_CACHE`` and torch hub folder, no env var."""
-    monkeypatch.delenv("IGAN_INCEPTION_WEIGHTS", raising=False)
-    monkeypatch.setenv("IGAN_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    return tmp_path / "cache"
-
-
-@pytest.fixture
 def memory_folder():
     """A fresh folder URI in fsspec's in-process ``memory://`` store, removed afterwards."""
     fs = fsspec.filesystem("memory")
