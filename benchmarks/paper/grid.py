@@ -26,7 +26,7 @@ SMOKE = {
     "cifar10": _TINY_CONV + ["eval.scorer=none"],
     "svhn": _TINY_CONV + ["eval.scorer=none"],
     "cifar10_is": _TINY_CONV + ["techniques.mbd_kernels=8", "techniques.vbn_reference_size=16",
-                                "eval.scorer=domain", "eval.num_samples=200", "eval.splits=2",
+                                "eval.scorer=domain", "eval.num_samples=200", "eval.final_num_samples=0", "eval.splits=2",
                                 "data.labels_per_class=10"],
 }
 

@@ -239,7 +239,7 @@ TINY_IMAGENET = ["data.num_classes=3", "data.val_per_class=1", "data.batch_size=
                  "model.d_widths=[4,4,4,4,4,4,4,8]", "model.g_widths=[8,4,4,4,4,4]",
                  "model.g_noise_channels=[2,2,1,1,1,1]", "techniques.mbd_kernels=5", "techniques.mbd_dim=3",
                  "techniques.vbn_reference_size=3", "train.epochs=2", "train.steps_per_epoch=2", "eval.every=1",
-                 "eval.num_samples=10", "eval.splits=2", "eval.grid_size=2"]
+                 "eval.num_samples=10", "eval.final_num_samples=0", "eval.splits=2", "eval.grid_size=2"]
 TINY_DIGITS = ["eval.scorer=none", "train.epochs=2", "train.steps_per_epoch=3", "eval.every=1", "eval.grid_size=4",
                "model.d_widths=[32,16]", "model.g_widths=[32]", "techniques.wn_init_examples=100"]
 

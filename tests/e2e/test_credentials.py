@@ -23,7 +23,7 @@ from helpers.auth_proxy import PASSWORD, TOKEN, USER, AuthProxy
 
 from helpers import REPO  # noqa: E402
 TINY_RING8 = ["train.epochs=1", "train.steps_per_epoch=3", "eval.every=1", "train.checkpoint_every=1",
-              "eval.num_samples=200", "eval.grid_size=4"]
+              "eval.num_samples=200", "eval.final_num_samples=0", "eval.grid_size=4"]
 SECRETS = (PASSWORD, TOKEN)
 
 

@@ -17,7 +17,7 @@ from helpers.fixtures_formats import make_cifar10, make_imagenet, make_mnist, ma
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("igan_home")]
 
-RUN = ["train.epochs=1", "eval.every=1", "train.checkpoint_every=1", "eval.num_samples=10", "eval.splits=2",
+RUN = ["train.epochs=1", "eval.every=1", "train.checkpoint_every=1", "eval.num_samples=10", "eval.final_num_samples=0", "eval.splits=2",
        "eval.grid_size=2", "data.batch_size=4", "data.val_per_class=1", "model.z_dim=8"]
 CONV = ["model.d_widths=[8, 8]", "model.g_widths=[16, 8, 8]", "data.labels_per_class=1"]
 FORMATS = {  # dataset: (raw fixture writer, preset, tiny overrides)

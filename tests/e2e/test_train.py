@@ -22,7 +22,7 @@ from igan.presets import get_preset
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("igan_home")]
 from helpers import REPO  # noqa: E402
-TINY = ["train.epochs=2", "eval.every=1", "train.checkpoint_every=1", "eval.num_samples=200",
+TINY = ["train.epochs=2", "eval.every=1", "train.checkpoint_every=1", "eval.num_samples=200", "eval.final_num_samples=0",
         "eval.grid_size=4"]
 
 
