@@ -14,8 +14,8 @@ from pipelines.report.svg import PALETTE, Series
 QUALITY_FIRST = ("val_ssl_error", "val_inception_score", "val_fid")
 #: Per-training-step metrics of the throughput section.
 THROUGHPUT = ("step/images_per_s", "step/step_time_s", "step/data_wait_fraction")
-#: Per-rank memory metrics (``step/cuda_peak_mib_rank<R>``), shown beside the throughput.
-MEMORY_BASE = "step/cuda_peak_mib"
+#: Per-rank memory metrics (``cuda_peak_mib_rank<R>``), shown beside the throughput.
+MEMORY_BASE = "cuda_peak_mib"
 #: Prefix of metrics logged at the global training step (the rest are logged at the epoch).
 STEP_PREFIX = "step/"
 #: Points per series past which a history is thinned (a chart is ~500 px wide).
@@ -35,8 +35,8 @@ class Chart:
 
 
 def split_rank(name: str) -> tuple[str, int | None]:
-    """``(base, rank)`` of a per-rank metric name (``step/cuda_peak_mib_rank1`` ->
-    ``("step/cuda_peak_mib", 1)``), else ``(name, None)``."""
+    """``(base, rank)`` of a per-rank metric name (``cuda_peak_mib_rank1`` ->
+    ``("cuda_peak_mib", 1)``), else ``(name, None)``."""
     m = _RANK.match(name)
     return (m["base"], int(m["rank"])) if m else (name, None)
 

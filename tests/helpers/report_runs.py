@@ -51,8 +51,8 @@ def log_report_run(tracking_uri: str, experiment: str, name: str, quality: float
                                      "step/images_per_s": 1000.0 * (1 + quality) + step,
                                      "step/step_time_s": 0.05 + 0.001 * s,
                                      "step/data_wait_fraction": 0.1 * quality,
-                                     "step/cuda_peak_mib_rank0": 512.0 + step,
-                                     "step/cuda_peak_mib_rank1": 500.0 + step}, step=step)
+                                     "cuda_peak_mib_rank0": 512.0 + step,
+                                     "cuda_peak_mib_rank1": 500.0 + step}, step=step)
             if epoch == 1:
                 tracker.log_image(sample_grid(epoch), f"samples/epoch_{epoch:04d}.png")
             elif epoch in INDEXED_EPOCHS:

@@ -33,7 +33,7 @@ def runs() -> list[RunData]:
         "val_inception_score": _epochs(2, 3), "test_ssl_error": [(2, 0.21)], "val_modes_captured": [(2, 9.0)],
         "step/images_per_s": [(s, 100.0 + s) for s in range(1, 6)], "step/step_time_s": [(1, 0.5), (2, 0.3)],
         "step/data_wait_fraction": [(1, 0.1), (2, 0.3)],
-        "step/cuda_peak_mib_rank0": [(1, 100.0), (2, 120.0)], "step/cuda_peak_mib_rank1": [(1, 90.0), (2, 130.0)],
+        "cuda_peak_mib_rank0": [(1, 100.0), (2, 120.0)], "cuda_peak_mib_rank1": [(1, 90.0), (2, 130.0)],
         "step/loss_d": [(1, 1.0), (2, 0.9)], "aaa_custom": _epochs(1, 2)},
         params={"optim.lr_g": "0.001", "data.dataset": "digits", "preset": "digits", "train.epochs": "2"},
         images=[SampleImage("samples", 1, "samples/epoch_0001.png", "image/png", PNG, 8, 8),
@@ -64,14 +64,14 @@ def test_each_chart_overlays_the_runs_that_logged_it(runs):
 def test_throughput_charts_and_ranks_in_one_chart(runs):
     charts = curves.throughput_charts(runs, ["baseline", "ablation"])
     assert [c.title for c in charts] == ["step/images_per_s", "step/step_time_s", "step/data_wait_fraction",
-                                         "step/cuda_peak_mib_rank* (per rank)"]
+                                         "cuda_peak_mib_rank* (per rank)"]
     memory = charts[-1]
     assert [s.label for s in memory.series] == ["baseline · rank 0", "baseline · rank 1"]
     assert memory.styles == [0, 10]  # the run's colour, another dash
 
 
 def test_split_rank():
-    assert curves.split_rank("step/cuda_peak_mib_rank12") == ("step/cuda_peak_mib", 12)
+    assert curves.split_rank("cuda_peak_mib_rank12") == ("cuda_peak_mib", 12)
     assert curves.split_rank("step/loss_d") == ("step/loss_d", None)
 
 
