@@ -186,8 +186,8 @@ def main() -> None:
 
     import tempfile
 
+    start_ray(args.threads)  # first: Ray's workers add their niceness to the one they start with
     os.nice(max(0, RAY_WORKER_NICENESS - os.nice(0)))
-    start_ray(args.threads)
     out: dict = {"benchmark": "ray_overhead", "device": "cpu", "threads": args.threads, "target_max_ratio": 1.05,
                  "step_events": args.step_events, "log_every": args.log_every}
     with tempfile.TemporaryDirectory() as storage:
