@@ -126,12 +126,12 @@ def ray_loop(config: dict) -> None:
 
 
 def ray_step_time(cfg, workers: int, threads: int, warmup: int, steps: int, chunks: int, storage: str,
-                  independent: bool = False, step_events: bool = False, poll_s: float = 0.2) -> dict:
+                  independent: bool = False, step_events: bool = False, wait_s: float = 1.0) -> dict:
     """Rank 0's steady-state seconds per step inside Ray Train with ``workers`` x ``threads``
     (``independent``: without DDP or any collective, see :func:`ray_loop`). ``step_events``: as
     ``igan train`` runs, rank 0 sends a ``step`` event every ``train.log_every`` steps and this
     driver shows it (plain lines, discarded) and logs it to an MLflow run (sqlite in ``storage``),
-    polling the event queue every ``poll_s`` seconds."""
+    its event pump waiting up to ``wait_s`` seconds per request (:class:`pipelines.event_pump.Pump`)."""
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -157,7 +157,7 @@ def ray_step_time(cfg, workers: int, threads: int, warmup: int, steps: int, chun
 
         with RunTracker(f"sqlite:///{storage}/mlflow.db", "ray_overhead") as tracker:
             progress = TrainProgress(log=lambda line: None, tracker=tracker, epochs=1, tty=False)
-            Pump(trainer.fit, [(queue, progress.handle)], poll_s=poll_s).run()
+            Pump(trainer.fit, [(queue, progress.handle)], wait_s=wait_s).run()
     with open(out) as f:
         return json.load(f)
 
@@ -183,7 +183,8 @@ def main() -> None:
     p.add_argument("--no-step-events", dest="step_events", action="store_false",
                    help="time the worker without igan train's per-step events and their MLflow logging")
     p.add_argument("--log-every", type=int, default=None, help="train.log_every (default: the preset's)")
-    p.add_argument("--poll-s", type=float, default=0.2, help="the driver's event-queue poll interval (igan train's: 0.2)")
+    p.add_argument("--pump-wait-s", type=float, default=1.0,
+                   help="the driver's event pump: seconds one queue request waits (igan train's: 1.0)")
     args = p.parse_args()
 
     import tempfile
@@ -191,7 +192,7 @@ def main() -> None:
     start_ray(args.threads)  # first: Ray's workers add their niceness to the one they start with
     os.nice(max(0, RAY_WORKER_NICENESS - os.nice(0)))
     out: dict = {"benchmark": "ray_overhead", "device": "cpu", "threads": args.threads, "target_max_ratio": 1.05,
-                 "step_events": args.step_events, "log_every": args.log_every, "poll_s": args.poll_s}
+                 "step_events": args.step_events, "log_every": args.log_every, "pump_wait_s": args.pump_wait_s}
     with tempfile.TemporaryDirectory() as storage:
         for model in args.models.split(","):
             cifar = model == "cifar10"
@@ -200,7 +201,7 @@ def main() -> None:
             chunks = min(args.chunks, s)
             before = plain_step_time(cfg, args.threads, w, s, chunks)
             ray_metrics = ray_step_time(cfg, 1, args.threads, w, s, chunks, storage, step_events=args.step_events,
-                                        poll_s=args.poll_s)
+                                        wait_s=args.pump_wait_s)
             after = plain_step_time(cfg, args.threads, w, s, chunks)
             plain = (before + after) / 2
             out[model] = {"plain_step_s": round(plain, 5), "plain_before_s": round(before, 5),
