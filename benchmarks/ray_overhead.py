@@ -129,7 +129,7 @@ def ray_loop(config: dict) -> None:
         _, stop = run_epoch(trainer, chunk, synced, rank, meter=meter)
         assert stop is None, stop
     step_s = time_chunks(run_chunk, batches_forever(feed), config["warmup"], config["steps"], config["chunks"],
-                         config.get("warmup_s", 0.0))
+                         config["warmup_s"])
     if rank == 0:  # Ray Train V2 keeps reported metrics only with checkpoints: a file instead
         with open(config["out"], "w") as f:
             json.dump({"step_s": step_s, "nice": os.nice(0), "world": world, "batch_size": cfg.data.batch_size}, f)
@@ -188,8 +188,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=200, help="timed digits steps")
     p.add_argument("--cifar-warmup", type=int, default=2)
     p.add_argument("--warmup-s", type=float, default=40.0,
-                   help="warm up for at least this many seconds too (both sides): Ray Train starts its own actors (controller, "
-                        "placement-group cleaner, ...) beside the worker, ~40 s of start-up CPU on 2 cores")
+                   help="warm up for at least this many seconds too (both sides), past the start-up of Ray Train's own "
+                        "actors (controller, placement-group cleaner, ...) beside the worker")
     p.add_argument("--cifar-steps", type=int, default=12, help="timed CIFAR steps")
     p.add_argument("--cifar-batch", type=int, default=50)
     p.add_argument("--chunks", type=int, default=4)

@@ -36,19 +36,12 @@ class Pump:
 
         thread = threading.Thread(target=self._target, name=self.name, daemon=True)
         thread.start()
-        (first, handle_first), others = self.routes[0], self.routes[1:]
         try:
             while True:
                 alive = thread.is_alive()
-                try:
-                    items = [first.get(block=True, timeout=self.wait_s)] + _drain(first, Empty)
-                except Empty:
-                    items = []
-                for item in items:
-                    handle_first(item)
-                busy = bool(items)
-                for queue, handle in others:
-                    for item in _drain(queue, Empty):
+                busy = False
+                for i, (queue, handle) in enumerate(self.routes):
+                    for item in _take(queue, Empty, self.wait_s if i == 0 else 0.0):  # the first paces the loop
                         busy = True
                         handle(item)
                 if not alive and not busy:
@@ -63,8 +56,15 @@ class Pump:
         return self.box["result"]
 
 
-def _drain(queue, empty_exc) -> list:
+def _take(queue, empty_exc, wait_s: float) -> list:
+    """Every item ``queue`` holds now; with ``wait_s`` > 0, first waits up to that many seconds for
+    one to come (none: an empty list)."""
     out = []
+    if wait_s > 0:
+        try:
+            out.append(queue.get(block=True, timeout=wait_s))
+        except empty_exc:
+            return out
     while True:
         try:
             out.append(queue.get(block=False))
