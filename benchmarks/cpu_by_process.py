@@ -48,6 +48,8 @@ def main() -> None:
     p.add_argument("--window", type=float, default=30.0, help="seconds measured")
     p.add_argument("--top", type=int, default=15)
     args = p.parse_args()
+    if args.window <= 0 or args.after < 0 or args.top < 1:
+        p.error("--window must be above 0, --after at least 0, --top at least 1")
     time.sleep(args.after)
     print(json.dumps({"benchmark": "cpu_by_process", **busiest(args.window, args.top)}))
 

@@ -199,6 +199,10 @@ def main() -> None:
     p.add_argument("--pump-wait-s", type=float, default=1.0,
                    help="the driver's event pump: seconds one queue request waits (igan train's: 1.0)")
     args = p.parse_args()
+    if args.repeats < 1 or args.steps < 1 or args.cifar_steps < 1 or args.chunks < 1 or args.warmup_s < 0:
+        p.error("--repeats, --steps, --cifar-steps and --chunks must be at least 1, --warmup-s at least 0")
+    if not set(args.models.split(",")) <= {"digits", "cifar10"}:
+        p.error(f"--models: a comma-separated list of digits and cifar10, not {args.models!r}")
 
     import tempfile
 

@@ -81,3 +81,13 @@ def test_time_chunks_without_warmup_seconds_warms_up_once(ray_overhead):
     seen: list[int] = []
     ray_overhead.time_chunks(lambda chunk: seen.append(len(list(chunk))), itertools.count(), 4, 8, 2)
     assert seen == [4, 4, 4]
+
+
+@pytest.mark.parametrize("script, args", [("cpu_by_process", ["--window", "0"]), ("cpu_by_process", ["--top", "0"]),
+                                          ("ray_overhead", ["--repeats", "0"]), ("ray_overhead", ["--models", "mnist"])])
+def test_bad_arguments_end_in_one_error_line_and_exit_2(script, args):
+    done = subprocess.run([sys.executable, os.path.join(str(REPO), "benchmarks", f"{script}.py"), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith(f"{script}.py: error: ")
+    assert done.stdout == ""
